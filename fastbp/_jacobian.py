@@ -1,0 +1,137 @@
+"""Public input Jacobians of a network and the Sobolev (values + derivatives) loss.
+
+Each function validates its arguments, settles the dtype, allocates the results and
+hands them to a kernel in ``fastbp.kernels.jacobian`` (or to ``fastbp.reference``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastbp import _backend, _validate, reference
+
+
+def forward_and_jacobian(mlp, theta, X, *, backend=None, check_finite=True, out=None):
+    """Outputs and input Jacobians, ``J[i, k, j] = ∂A_L[i, k] / ∂X[i, j]``.
+
+    Wraps the kernel ``fastbp.kernels.jacobian.forward_and_jacobian``.
+
+    Parameters
+    ----------
+    mlp : MLP
+    theta : ndarray of shape (D,) or (P, D)
+    X : ndarray of shape (n, n0)
+    backend : {"numba", "numpy"} or None
+    check_finite : bool
+    out : tuple (A, J) of ndarrays, optional
+        Where to write the results, of the shapes below.
+
+    Returns
+    -------
+    A : ndarray of shape (n, nL), or (P, n, nL) for a population theta
+    J : ndarray of shape (n, nL, n0), or (P, n, nL, n0)
+    """
+    theta, X = _validate.network_args(mlp, theta, X, check_finite)
+    lead = theta.shape[:-1] + (X.shape[0], mlp.n_outputs)
+    out_A, out_J = (None, None) if out is None else out
+    A = _validate.out("out[0]", out_A, lead, theta.dtype)
+    J = _validate.out("out[1]", out_J, lead + (mlp.n_inputs,), theta.dtype)
+    kernels = _backend.kernels(backend, "jacobian")
+    if kernels is None:
+        A[...], J[...] = reference.forward_and_jacobian(mlp, theta, X)
+    else:
+        kernels.forward_and_jacobian(mlp._spec, theta, X, A, J)
+    return A, J
+
+
+def input_jacobian(mlp, theta, X, *, backend=None, check_finite=True, out=None):
+    """Input Jacobians ``J[i, k, j] = ∂A_L[i, k] / ∂X[i, j]``.
+
+    Wraps the kernel ``fastbp.kernels.jacobian.input_jacobian``.
+
+    Parameters
+    ----------
+    mlp : MLP
+    theta : ndarray of shape (D,) or (P, D)
+    X : ndarray of shape (n, n0)
+    backend : {"numba", "numpy"} or None
+    check_finite : bool
+    out : ndarray of shape (n, nL, n0) or (P, n, nL, n0), optional
+
+    Returns
+    -------
+    J : ndarray of shape (n, nL, n0), or (P, n, nL, n0) for a population theta
+    """
+    theta, X = _validate.network_args(mlp, theta, X, check_finite)
+    shape = theta.shape[:-1] + (X.shape[0], mlp.n_outputs, mlp.n_inputs)
+    J = _validate.out("out", out, shape, theta.dtype)
+    kernels = _backend.kernels(backend, "jacobian")
+    if kernels is None:
+        J[...] = reference.input_jacobian(mlp, theta, X)
+    else:
+        kernels.input_jacobian(mlp._spec, theta, X, J)
+    return J
+
+
+def sobolev_loss(mlp, theta, X, T, which, *, backend=None, check_finite=True, out=None):
+    """Mean squared misfit to values at some rows and partial derivatives at others.
+
+    Row ``i`` predicts the output ``A_L(X_i)`` where ``which[i] == -1`` and the partial
+    derivative ``∂A_L/∂x_j (X_i)`` where ``which[i] == j >= 0``:
+
+    .. math:: L = \\frac{1}{n} \\sum_i \\tfrac12 \\| \\mathrm{prediction}_i - T_i \\|^2
+
+    For a population theta ``(P, D)`` the result has shape ``(P,)``: the objective a
+    particle-swarm optimiser expects. Wraps ``fastbp.kernels.jacobian.sobolev_loss``.
+
+    Parameters
+    ----------
+    mlp : MLP
+    theta : ndarray of shape (D,) or (P, D)
+    X : ndarray of shape (n, n0)
+    T : ndarray of shape (n, nL)
+        Target values or target partial derivatives, row by row.
+    which : integer ndarray of shape (n,)
+        ``-1`` for a value row, ``j`` in ``[0, n0)`` for a row of ``∂/∂x_j``.
+    backend : {"numba", "numpy"} or None
+    check_finite : bool
+    out : ndarray of shape (P,), optional (population theta only)
+
+    Returns
+    -------
+    loss : scalar, or ndarray of shape (P,) for a population theta
+    """
+    _validate.mlp(mlp)
+    theta = _validate.theta(mlp, theta)
+    X = _validate.inputs(mlp, X)
+    n, n0, nL = X.shape[0], mlp.n_inputs, mlp.n_outputs
+    _validate.nonempty("X", X)
+    T = _validate.array("T", T)
+    if T.shape != (n, nL):
+        raise ValueError(f"T must have shape ({n}, {nL}) (rows of X, outputs); got {T.shape}")
+    which = _validate.array("which", which)
+    if which.dtype.kind not in "iu" or which.shape != (n,):
+        raise ValueError(
+            f"which must be an integer array of shape ({n},); got {which.dtype} {which.shape}"
+        )
+    if which.min() < -1 or which.max() >= n0:
+        bad = which.min() if which.min() < -1 else which.max()
+        raise ValueError(f"which holds {bad}: entries must be -1 (a value) or 0..{n0 - 1}")
+    dtype = _validate.float_dtype(theta, X, T)
+    theta = _validate.as_float(theta, dtype)
+    X = _validate.as_float(X, dtype)
+    T = _validate.as_float(T, dtype)
+    which = np.ascontiguousarray(which, dtype=np.int64)
+    if check_finite:
+        _validate.finite("theta", theta)
+        _validate.finite("X", X)
+        _validate.finite("T", T)
+    if theta.ndim == 1 and out is not None:
+        raise ValueError("out is only for a population theta of shape (P, D)")
+    values = _validate.out("out", out, theta.shape[:-1] or (1,), dtype)
+    kernels = _backend.kernels(backend, "jacobian")
+    if kernels is None:
+        values[...] = reference.sobolev_loss(mlp, theta, X, T, which)
+    else:
+        kernels.sobolev_loss(mlp._spec, theta, X, T, which, values)
+    return values if theta.ndim == 2 else values[0]

@@ -1,0 +1,176 @@
+"""Argument checks shared by the public functions.
+
+Every check runs before any kernel does, and every message names the argument, what was
+expected and what was given. The checks cost integer comparisons and attribute look-ups;
+O(n) work (finiteness, label range) is one vectorised pass each, skipped with
+``check_finite=False``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastbp.mlp import MLP
+
+FLOAT32 = np.dtype(np.float32)
+FLOAT64 = np.dtype(np.float64)
+_FLOATS = (FLOAT32, FLOAT64)
+
+
+def mlp(value):
+    if type(value) is not MLP and not isinstance(value, MLP):
+        raise TypeError(f"mlp must be a fastbp.MLP; got {type(value).__name__}")
+    return value
+
+
+def array(name, value):
+    """``value`` as an ndarray, refusing objects NumPy cannot read as numbers."""
+    if type(value) is np.ndarray:
+        arr = value
+    else:
+        try:
+            arr = np.asarray(value)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"{name} must be an array of numbers; got {value!r}") from error
+    kind = arr.dtype.kind
+    if kind not in "fiub":
+        raise TypeError(f"{name} must hold real numbers; got dtype {arr.dtype}")
+    return arr
+
+
+def float_dtype(*arrays):
+    """The working dtype: float32 only when every float argument is float32.
+
+    Integer and boolean arrays count as float64 (they are converted to it), except
+    where the caller leaves them out (integer labels do not set the dtype).
+    """
+    for arr in arrays:
+        if arr.dtype != FLOAT32:
+            return FLOAT64
+    return FLOAT32
+
+
+def as_float(arr, dtype):
+    """C-contiguous ``arr`` of ``dtype``; no copy when it already is one."""
+    if arr.dtype is dtype or arr.dtype == dtype:
+        if arr.flags.c_contiguous:
+            return arr
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def theta(net, value):
+    arr = array("theta", value)
+    D = net._n_params
+    if arr.ndim == 1:
+        if arr.shape[0] != D:
+            raise ValueError(
+                f"theta has length {arr.shape[0]} but {net!r} has n_params={D}: "
+                f"expected shape ({D},) or (P, {D}); got {arr.shape}"
+            )
+    elif arr.ndim == 2:
+        if arr.shape[1] != D or arr.shape[0] == 0:
+            raise ValueError(
+                f"theta must have shape ({D},) or (P, {D}) with P >= 1 for {net!r}; got {arr.shape}"
+            )
+    else:
+        raise ValueError(f"theta must have shape ({D},) or (P, {D}); got {arr.shape}")
+    return arr
+
+
+def inputs(net, value):
+    arr = array("X", value)
+    n0 = net._sizes[0]
+    if arr.ndim != 2 or arr.shape[1] != n0:
+        raise ValueError(
+            f"X must have shape (n, {n0}) for an MLP with {n0} inputs; got {arr.shape}"
+            + (" (a single point needs X[None, :])" if arr.shape == (n0,) else "")
+        )
+    return arr
+
+
+def nonempty(name, arr):
+    if arr.shape[0] == 0:
+        raise ValueError(
+            f"{name} has 0 rows (shape {arr.shape}): a loss is a mean over rows and "
+            "needs at least one"
+        )
+
+
+def targets(net, value, n):
+    """``(Y, is_labels)``: float targets ``(n, nL)`` or integer labels ``(n,)``."""
+    arr = array("Y", value)
+    nL = net._sizes[-1]
+    if arr.ndim == 1 and arr.dtype.kind in "iu":
+        if net._output != "softmax":
+            raise ValueError(
+                f"integer labels Y of shape {arr.shape} need a softmax output; this MLP's "
+                f"output is {net._output!r}: pass Y of shape ({n}, {nL})"
+            )
+        if arr.shape[0] != n:
+            raise ValueError(f"Y has {arr.shape[0]} labels but X has {n} rows")
+        return arr, True
+    if arr.ndim != 2 or arr.shape != (n, nL):
+        hint = ""
+        if arr.ndim == 1 and arr.shape[0] == n:
+            hint = f" (reshape 1-D targets with Y.reshape({n}, {nL}))"
+        raise ValueError(
+            f"Y must have shape ({n}, {nL}) (rows of X, outputs of the MLP)"
+            + (" or integer labels of shape (n,)" if net._output == "softmax" else "")
+            + f"; got {arr.shape}{hint}"
+        )
+    return arr, False
+
+
+def labels_in_range(net, labels):
+    if labels.shape[0] == 0:
+        return
+    lo, hi = labels.min(), labels.max()
+    nL = net._sizes[-1]
+    if lo < 0 or hi >= nL:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"Y holds label {bad}, outside the {nL} classes 0..{nL - 1}")
+
+
+def finite(name, arr):
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ValueError(f"{name} holds NaN or inf (pass check_finite=False to skip this check)")
+
+
+def scalar(name, value):
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number; got {value!r}") from None
+    if not np.isfinite(number) or number < 0:
+        raise ValueError(f"{name} must be finite and >= 0; got {value!r}")
+    return number
+
+
+def out(name, value, shape, dtype):
+    if value is None:
+        return np.empty(shape, dtype=dtype)
+    if type(value) is not np.ndarray:
+        raise TypeError(f"{name} must be a numpy array; got {type(value).__name__}")
+    if value.shape != shape or value.dtype != dtype or not value.flags.c_contiguous:
+        raise ValueError(
+            f"{name} must be a C-contiguous {dtype} array of shape {shape}; got "
+            f"{value.dtype} {value.shape}"
+            + ("" if value.flags.c_contiguous else " (not C-contiguous)")
+        )
+    if not value.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    return value
+
+
+def network_args(net, theta_value, X_value, check_finite):
+    """Checked ``(theta, X)`` converted to their common float dtype."""
+    mlp(net)
+    th = theta(net, theta_value)
+    X = inputs(net, X_value)
+    dtype = float_dtype(th, X)
+    th = as_float(th, dtype)
+    X = as_float(X, dtype)
+    if check_finite:
+        finite("theta", th)
+        finite("X", X)
+    return th, X

@@ -1,0 +1,1 @@
+"""Small public datasets shipped with fastbp (see ``fastbp.datasets``)."""
