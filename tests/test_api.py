@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -209,11 +210,16 @@ def test_non_contiguous_and_list_inputs_are_accepted():
 
 
 def run_python(code, **env):
+    """Run ``code`` in a fresh interpreter, outside the source tree (whose ``fastbp/``
+    folder, lacking ``fastbp.kernels``, would shadow the installed package)."""
     environment = {**os.environ, **env}
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=environment
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=Path(__file__).resolve().parent,
     )
-    return result
 
 
 def test_environment_variable_selects_the_default_backend():
