@@ -1,0 +1,205 @@
+"""Scalar and row-wise activation code shared by every kernel.
+
+``exp`` is a range-reduced polynomial that LLVM vectorises (a loop calling libm's exp
+does not): ``exp(x) = 2^k exp(r)`` with ``k = round(x / ln 2)`` and ``|r| <= ln(2)/2``,
+``exp(r)`` from its Taylor polynomial to degree 12 (float64; degree 7 for float32), and
+``2^k`` assembled from its bits in two halves so that results from the subnormal range up
+to overflow come out right. Relative error against ``np.exp``: below 1e-15 (float64).
+
+Every function is generic over float32 and float64: constants are cast to the argument's
+type so that float32 code stays in float32.
+"""
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic, overload
+
+from fastbp.kernels._config import kernel, ordered
+from fastbp.kernels.codes import IDENTITY, RELU, SIGMOID, SOFTMAX, TANH
+
+_LOG2E = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01  # ln 2 split so that k * _LN2_HI is exact
+_LN2_LO = 1.90821492927058770002e-10
+_LN2_HI32 = 0.693359375
+_LN2_LO32 = -2.12194440e-4
+
+
+@intrinsic
+def _float64_from_bits(typingctx, bits):
+    if bits != types.int64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(types.int64), codegen
+
+
+@intrinsic
+def _float32_from_bits(typingctx, bits):
+    # Numba widens int32 arithmetic to int64; the low 32 bits are the float's bits.
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        low = builder.trunc(args[0], ir.IntType(32))
+        return builder.bitcast(low, ir.FloatType())
+
+    return types.float32(bits), codegen
+
+
+@ordered
+def _exp64(x):
+    x = min(max(x, -746.0), 710.0)
+    k = np.floor(x * _LOG2E + 0.5)
+    r = (x - k * _LN2_HI) - k * _LN2_LO
+    p = 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    half = np.int64(k) >> 1
+    rest = np.int64(k) - half
+    return p * _float64_from_bits((half + 1023) << 52) * _float64_from_bits((rest + 1023) << 52)
+
+
+@ordered
+def _exp32(x):
+    x = min(max(x, np.float32(-104.0)), np.float32(89.0))
+    k = np.floor(x * np.float32(_LOG2E) + np.float32(0.5))
+    r = (x - k * np.float32(_LN2_HI32)) - k * np.float32(_LN2_LO32)
+    p = np.float32(1.0 / 5040.0)
+    p = p * r + np.float32(1.0 / 720.0)
+    p = p * r + np.float32(1.0 / 120.0)
+    p = p * r + np.float32(1.0 / 24.0)
+    p = p * r + np.float32(1.0 / 6.0)
+    p = p * r + np.float32(0.5)
+    p = p * r + np.float32(1.0)
+    p = p * r + np.float32(1.0)
+    half = np.int32(k) >> 1
+    rest = np.int32(k) - half
+    return p * _float32_from_bits((half + 127) << 23) * _float32_from_bits((rest + 127) << 23)
+
+
+def exp(x):
+    """``e**x`` for a float32 or float64 scalar, vectorisable (see the module notes)."""
+    return math.exp(x)
+
+
+@overload(exp, jit_options={"cache": True})
+def _exp_overload(x):
+    if x == types.float64:
+        return lambda x: _exp64(x)
+    if x == types.float32:
+        return lambda x: _exp32(x)
+    return None
+
+
+def like(x, value):
+    """``value`` as a scalar of the float type of ``x`` (keeps float32 code in float32)."""
+    return value
+
+
+@overload(like, jit_options={"cache": True})
+def _like_overload(x, value):
+    if x == types.float32:
+        return lambda x, value: np.float32(value)
+    return lambda x, value: np.float64(value)
+
+
+@kernel
+def sigmoid(z):
+    """``1 / (1 + exp(-z))`` without overflow: exp is only taken of ``-|z|``."""
+    e = exp(-abs(z))
+    one = like(z, 1.0)
+    r = one / (one + e)
+    return r if z >= like(z, 0.0) else e * r
+
+
+@kernel
+def activate_rows(code, Z):
+    """``Z <- act(Z)`` in place, for a 2-D array of pre-activations (rows are samples)."""
+    n, m = Z.shape
+    if code == SIGMOID:
+        for i in range(n):
+            for j in range(m):
+                Z[i, j] = sigmoid(Z[i, j])
+    elif code == TANH:
+        for i in range(n):
+            for j in range(m):
+                Z[i, j] = math.tanh(Z[i, j])
+    elif code == RELU:
+        zero = Z.dtype.type(0.0)
+        for i in range(n):
+            for j in range(m):
+                Z[i, j] = max(Z[i, j], zero)
+    elif code == SOFTMAX:
+        for i in range(n):
+            softmax_row(Z[i], Z[i])
+    # IDENTITY: nothing to do
+
+
+@kernel
+def softmax_row(z, out):
+    """``out <- softmax(z)`` for one row; ``out`` may be ``z``. Returns log Σ exp(z - max)."""
+    m = z[0]
+    for k in range(1, z.shape[0]):
+        m = max(m, z[k])
+    total = z.dtype.type(0.0)
+    for k in range(z.shape[0]):
+        e = exp(z[k] - m)
+        out[k] = e
+        total += e
+    inverse = z.dtype.type(1.0) / total
+    for k in range(z.shape[0]):
+        out[k] *= inverse
+    return math.log(total)
+
+
+@kernel
+def multiply_by_derivative(code, A, G):
+    """``G <- G * act'(Z)`` in place, with the derivative written in terms of ``A = act(Z)``.
+
+    For element-wise activations only (softmax needs ``softmax_vjp_row``).
+    """
+    n, m = G.shape
+    one = G.dtype.type(1.0)
+    zero = G.dtype.type(0.0)
+    if code == SIGMOID:
+        for i in range(n):
+            for j in range(m):
+                a = A[i, j]
+                G[i, j] *= a * (one - a)
+    elif code == TANH:
+        for i in range(n):
+            for j in range(m):
+                a = A[i, j]
+                G[i, j] *= one - a * a
+    elif code == RELU:
+        for i in range(n):
+            for j in range(m):
+                G[i, j] = G[i, j] if A[i, j] > zero else zero
+    elif code != IDENTITY:
+        raise ValueError("multiply_by_derivative: not an element-wise activation code")
+
+
+@kernel
+def softmax_vjp_row(s, g, out):
+    """``out <- s * (g - Σ g s)``: the product ``g @ J`` with ``J`` the softmax Jacobian at
+    the probabilities ``s``. ``out`` may be ``g``."""
+    dot = s.dtype.type(0.0)
+    for k in range(s.shape[0]):
+        dot += g[k] * s[k]
+    for k in range(s.shape[0]):
+        out[k] = s[k] * (g[k] - dot)
