@@ -9,31 +9,48 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastbp import _backend, _validate, reference
+from fastbp import _backend, _validate, _workspace, reference
+from fastbp.mlp import MLP
 
 
-def _loss_args(mlp, theta, X, Y, l2, check_finite):
-    """Checked ``(theta, X, Y, is_labels, l2)`` in their common float dtype."""
-    _validate.mlp(mlp)
+def _kernel_args(kernels, mlp, theta, n):
+    """``(kernel_name_suffix, work)``: which kernel form runs theta, and its scratch."""
+    if theta.ndim == 1:
+        return "", _workspace.scratch(theta.dtype, n * mlp._work_per_row)
+    at_once = kernels.networks_at_once(theta.shape[0])
+    return "_population_parallel", _workspace.scratch(theta.dtype, at_once * n * mlp._work_per_row)
+
+
+def _loss_args(mlp, theta, X, Y, l2):
+    """Checked ``(theta, X, Y, l2)`` in their common float dtype (shapes only)."""
+    if type(mlp) is not MLP:
+        _validate.mlp(mlp)
     theta = _validate.theta(mlp, theta)
     X = _validate.inputs(mlp, X)
-    _validate.nonempty("X", X)
+    if X.shape[0] == 0:
+        _validate.nonempty("X", X)
     Y, is_labels = _validate.targets(mlp, Y, X.shape[0])
     l2 = _validate.scalar("l2", l2)
     dtype = _validate.float_dtype(theta, X) if is_labels else _validate.float_dtype(theta, X, Y)
     theta = _validate.as_float(theta, dtype)
     X = _validate.as_float(X, dtype)
-    if is_labels:
+    Y = _validate.as_labels(Y) if is_labels else _validate.as_float(Y, dtype)
+    return theta, X, Y, l2
+
+
+def _check_values(mlp, theta, X, Y, check_finite):
+    """The O(n) checks: finiteness (if asked) and the label range. Raises ValueError.
+
+    The kernels make the same checks themselves; the NumPy backend calls this first,
+    and the numba backend calls it to name the input a kernel rejected.
+    """
+    if Y is not None and Y.dtype.kind in "iu":
         _validate.labels_in_range(mlp, Y)
-        Y = np.ascontiguousarray(Y, dtype=np.int64)
-    else:
-        Y = _validate.as_float(Y, dtype)
     if check_finite:
         _validate.finite("theta", theta)
         _validate.finite("X", X)
-        if not is_labels:
+        if Y is not None:
             _validate.finite("Y", Y)
-    return theta, X, Y, is_labels, l2
 
 
 def forward(mlp, theta, X, *, backend=None, check_finite=True, out=None):
@@ -57,14 +74,17 @@ def forward(mlp, theta, X, *, backend=None, check_finite=True, out=None):
     -------
     A : ndarray of shape (n, nL), or (P, n, nL) for a population theta
     """
-    theta, X = _validate.network_args(mlp, theta, X, check_finite)
+    kernels = _backend.kernels(backend, "dense")
+    theta, X = _validate.network_args(mlp, theta, X, check_finite=False)
     shape = theta.shape[:-1] + (X.shape[0], mlp.n_outputs)
     result = _validate.out("out", out, shape, theta.dtype)
-    kernels = _backend.kernels(backend, "dense")
     if kernels is None:
+        _check_values(mlp, theta, X, None, check_finite)
         result[...] = reference.forward(mlp, theta, X)
-    else:
-        kernels.forward(mlp._spec, theta, X, result)
+        return result
+    suffix, work = _kernel_args(kernels, mlp, theta, X.shape[0])
+    if not getattr(kernels, "forward" + suffix)(mlp._spec, theta, X, result, check_finite, work):
+        _check_values(mlp, theta, X, None, check_finite)
     return result
 
 
@@ -87,13 +107,21 @@ def loss(mlp, theta, X, Y, l2=0.0, *, backend=None, check_finite=True):
     -------
     loss : float32 or float64 scalar, or ndarray of shape (P,) for a population theta
     """
-    theta, X, Y, is_labels, l2 = _loss_args(mlp, theta, X, Y, l2, check_finite)
     kernels = _backend.kernels(backend, "dense")
+    theta, X, Y, l2 = _loss_args(mlp, theta, X, Y, l2)
     if kernels is None:
+        _check_values(mlp, theta, X, Y, check_finite)
         return reference.loss(mlp, theta, X, Y, l2)
-    values = np.empty(theta.shape[:-1] or (1,), dtype=theta.dtype)
-    kernels.loss(mlp._spec, theta, X, Y, l2, values)
-    return values if theta.ndim == 2 else values[0]
+    suffix, work = _kernel_args(kernels, mlp, theta, X.shape[0])
+    if theta.ndim == 1:
+        value = kernels.loss(mlp._spec, theta, X, Y, l2, check_finite, work)
+        if value != value:  # NaN: rejected input, or NaN data passed unchecked
+            _check_values(mlp, theta, X, Y, check_finite)
+        return theta.dtype.type(value)
+    values = np.empty(theta.shape[0], dtype=theta.dtype)
+    if not kernels.loss_population_parallel(mlp._spec, theta, X, Y, l2, values, check_finite, work):
+        _check_values(mlp, theta, X, Y, check_finite)
+    return values
 
 
 def loss_and_grad(mlp, theta, X, Y, l2=0.0, *, backend=None, check_finite=True, out=None):
@@ -118,12 +146,22 @@ def loss_and_grad(mlp, theta, X, Y, l2=0.0, *, backend=None, check_finite=True, 
     loss : float32 or float64 scalar, or ndarray of shape (P,)
     grad : ndarray of the shape of theta, in the flat layout of `MLP.unpack`
     """
-    theta, X, Y, is_labels, l2 = _loss_args(mlp, theta, X, Y, l2, check_finite)
-    grad = _validate.out("out", out, theta.shape, theta.dtype)
     kernels = _backend.kernels(backend, "dense")
+    theta, X, Y, l2 = _loss_args(mlp, theta, X, Y, l2)
+    grad = _validate.out("out", out, theta.shape, theta.dtype)
     if kernels is None:
+        _check_values(mlp, theta, X, Y, check_finite)
         value, grad[...] = reference.loss_and_grad(mlp, theta, X, Y, l2)
         return value, grad
-    values = np.empty(theta.shape[:-1] or (1,), dtype=theta.dtype)
-    kernels.loss_and_grad(mlp._spec, theta, X, Y, l2, values, grad)
-    return (values if theta.ndim == 2 else values[0]), grad
+    suffix, work = _kernel_args(kernels, mlp, theta, X.shape[0])
+    if theta.ndim == 1:
+        value = kernels.loss_and_grad(mlp._spec, theta, X, Y, l2, grad, check_finite, work)
+        if value != value:  # NaN: rejected input, or NaN data passed unchecked
+            _check_values(mlp, theta, X, Y, check_finite)
+        return theta.dtype.type(value), grad
+    values = np.empty(theta.shape[0], dtype=theta.dtype)
+    if not kernels.loss_and_grad_population_parallel(
+        mlp._spec, theta, X, Y, l2, values, grad, check_finite, work
+    ):
+        _check_values(mlp, theta, X, Y, check_finite)
+    return values, grad

@@ -8,13 +8,15 @@ O(n) work (finiteness, label range) is one vectorised pass each, skipped with
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from fastbp.mlp import MLP
 
 FLOAT32 = np.dtype(np.float32)
 FLOAT64 = np.dtype(np.float64)
-_FLOATS = (FLOAT32, FLOAT64)
+INT64 = np.dtype(np.int64)
 
 
 def mlp(value):
@@ -26,6 +28,8 @@ def mlp(value):
 def array(name, value):
     """``value`` as an ndarray, refusing objects NumPy cannot read as numbers."""
     if type(value) is np.ndarray:
+        if value.dtype.kind == "f":  # the common case, first
+            return value
         arr = value
     else:
         try:
@@ -45,17 +49,23 @@ def float_dtype(*arrays):
     where the caller leaves them out (integer labels do not set the dtype).
     """
     for arr in arrays:
-        if arr.dtype != FLOAT32:
+        if arr.dtype is not FLOAT32 and arr.dtype != FLOAT32:
             return FLOAT64
     return FLOAT32
 
 
 def as_float(arr, dtype):
     """C-contiguous ``arr`` of ``dtype``; no copy when it already is one."""
-    if arr.dtype is dtype or arr.dtype == dtype:
-        if arr.flags.c_contiguous:
-            return arr
+    if (arr.dtype is dtype or arr.dtype == dtype) and arr.flags.c_contiguous:
+        return arr
     return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def as_labels(arr):
+    """C-contiguous int64 labels; no copy when they already are."""
+    if arr.dtype is INT64 and arr.flags.c_contiguous:
+        return arr
+    return np.ascontiguousarray(arr, dtype=INT64)
 
 
 def theta(net, value):
@@ -137,16 +147,18 @@ def finite(name, arr):
 
 
 def scalar(name, value):
+    """``value`` as a finite, non-negative float."""
     try:
         number = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a real number; got {value!r}") from None
-    if not np.isfinite(number) or number < 0:
+    if not (0.0 <= number < math.inf):
         raise ValueError(f"{name} must be finite and >= 0; got {value!r}")
     return number
 
 
 def out(name, value, shape, dtype):
+    """``value`` checked as a result buffer, or a new one when it is None."""
     if value is None:
         return np.empty(shape, dtype=dtype)
     if type(value) is not np.ndarray:

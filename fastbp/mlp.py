@@ -48,7 +48,16 @@ class MLP:
     ``theta`` of shape ``(P, D)`` is a population of ``P`` networks.
     """
 
-    __slots__ = ("_sizes", "_hidden", "_output", "_loss", "_offsets", "_n_params", "_spec")
+    __slots__ = (
+        "_sizes",
+        "_hidden",
+        "_output",
+        "_loss",
+        "_offsets",
+        "_n_params",
+        "_spec",
+        "_work_per_row",
+    )
 
     def __init__(self, sizes, hidden="sigmoid", output="softmax", loss=None):
         try:
@@ -89,6 +98,8 @@ class MLP:
         )
         spec.flags.writeable = False
         setattr_(self, "_spec", spec)
+        # Scratch a kernel needs per row of X (kernels.dense.workspace_per_row).
+        setattr_(self, "_work_per_row", sum(sizes) + 2 * max(sizes[1:]) + 3)
 
     def __setattr__(self, name, value):
         raise AttributeError("MLP is immutable; build a new one instead")

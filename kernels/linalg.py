@@ -16,11 +16,17 @@ BLAS_MIN_WORK = 1 << 16
 
 
 @kernel
+def uses_blas(n, k, m):
+    """Whether a product of ``n * k * m`` multiply-adds goes to BLAS."""
+    return n * k * m >= BLAS_MIN_WORK
+
+
+@kernel
 def matmul(A, B, C):
     """``C <- A @ B`` for ``A (n, k)``, ``B (k, m)``, ``C (n, m)``."""
     n, k = A.shape
     m = B.shape[1]
-    if n * k * m >= BLAS_MIN_WORK:
+    if uses_blas(n, k, m):
         np.dot(A, B, C)
         return
     zero = C.dtype.type(0.0)
@@ -38,7 +44,7 @@ def matmul_tn(A, B, C):
     """``C <- A.T @ B`` for ``A (n, k)``, ``B (n, m)``, ``C (k, m)``."""
     n, k = A.shape
     m = B.shape[1]
-    if n * k * m >= BLAS_MIN_WORK:
+    if uses_blas(n, k, m):
         np.dot(A.T, B, C)
         return
     zero = C.dtype.type(0.0)
@@ -57,7 +63,7 @@ def matmul_nt(A, B, C):
     """``C <- A @ B.T`` for ``A (n, m)``, ``B (k, m)``, ``C (n, k)``."""
     n, m = A.shape
     k = B.shape[0]
-    if n * k * m >= BLAS_MIN_WORK:
+    if uses_blas(n, k, m):
         np.dot(A, B.T, C)
         return
     zero = C.dtype.type(0.0)

@@ -62,3 +62,32 @@ def make_problem(net, n=7, dtype=np.float64, seed=0, population=None, labels=Fal
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+def assert_matches_reference(got, expected, dtype, what=""):
+    """DESIGN.md's agreement: float64 to ``rtol=1e-10``; float32 against the float64
+    reference to ``rtol=2e-4, atol=1e-6``; absolute tolerances scaled to the data."""
+    got = np.asarray(got)
+    expected = np.asarray(expected)
+    assert got.shape == expected.shape, (what, got.shape, expected.shape)
+    assert got.dtype == dtype, (what, got.dtype, dtype)
+    scale = float(np.abs(expected).max()) if expected.size else 1.0
+    if dtype == np.float64:
+        rtol, atol = 1e-10, 1e-10 * scale
+    else:
+        rtol, atol = 2e-4, 1e-6 * max(scale, 1.0)
+    np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol, err_msg=what)
+
+
+def architectures():
+    """At least forty architectures: depth 1 to 4, widths from 1, odd shapes."""
+    sizes = [
+        [1, 1], [1, 2], [2, 1], [3, 4], [5, 3], [4, 10],
+        [1, 1, 1], [2, 1, 2], [1, 3, 1], [3, 5, 2], [4, 16, 3], [2, 7, 4], [6, 2, 5],
+        [3, 1, 3], [8, 12, 1], [5, 33, 2], [1, 4, 4, 1], [2, 3, 3, 2], [3, 8, 6, 4],
+        [4, 1, 5, 3], [2, 17, 9, 3], [7, 5, 3, 1], [6, 6, 6, 6], [1, 2, 3, 4, 5],
+        [5, 4, 3, 2, 1], [3, 9, 1, 9, 2], [2, 8, 8, 8, 3], [4, 3, 7, 2, 6], [10, 20, 10],
+        [12, 3, 12], [9, 1, 1, 2], [2, 40, 2], [16, 8, 4, 2], [3, 2, 2, 2, 3], [1, 16, 1],
+        [7, 13, 11, 5], [4, 4], [11, 6, 3], [2, 5, 5, 5, 2], [6, 30, 20, 10],
+    ]  # fmt: skip
+    return [list(s) for s in sizes]

@@ -1,0 +1,138 @@
+"""The fused dense kernels against the NumPy reference."""
+
+import numpy as np
+import pytest
+from conftest import (
+    DTYPES,
+    HIDDEN,
+    OUTPUT_LOSS,
+    architectures,
+    assert_matches_reference,
+    make_problem,
+)
+
+import fastbp
+from fastbp import reference
+
+ARCHITECTURES = architectures()
+BATCHES = (1, 7, 33)
+
+
+def reference_inputs(theta, X, Y):
+    """The float64 arrays the reference sees: the same (possibly float32) numbers."""
+    as64 = (lambda a: a.astype(np.float64)) if theta.dtype == np.float32 else (lambda a: a)
+    return as64(theta), as64(X), (Y if Y.dtype.kind in "iu" else as64(Y))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("output,loss", OUTPUT_LOSS)
+@pytest.mark.parametrize("hidden", HIDDEN)
+def test_loss_and_grad_match_reference(hidden, output, loss, dtype):
+    assert len(ARCHITECTURES) >= 40
+    for index, sizes in enumerate(ARCHITECTURES):
+        net = fastbp.MLP(sizes, hidden=hidden, output=output, loss=loss)
+        n = BATCHES[index % len(BATCHES)]
+        labels = output == "softmax" and index % 2 == 1
+        theta, X, Y = make_problem(net, n=n, dtype=dtype, seed=index, labels=labels)
+        l2 = 0.05 * (index % 3)
+        what = f"{net} n={n} l2={l2} labels={labels}"
+        value, grad = fastbp.loss_and_grad(net, theta, X, Y, l2)
+        ref_value, ref_grad = reference.loss_and_grad(net, *reference_inputs(theta, X, Y), l2)
+        assert_matches_reference(value, ref_value, dtype, what)
+        assert_matches_reference(grad, ref_grad, dtype, what)
+        assert_matches_reference(fastbp.loss(net, theta, X, Y, l2), ref_value, dtype, what)
+        ref_out = reference.forward(net, *reference_inputs(theta, X, Y)[:2])
+        assert_matches_reference(fastbp.forward(net, theta, X), ref_out, dtype, what)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("labels", [False, True])
+def test_population_equals_stacked_singles_and_serial(dtype, labels):
+    net = fastbp.MLP([3, 9, 5, 4], hidden="tanh", output="softmax")
+    thetas, X, Y = make_problem(net, n=11, dtype=dtype, population=5, labels=labels)
+    values, grads = fastbp.loss_and_grad(net, thetas, X, Y, 0.1)
+    outputs = fastbp.forward(net, thetas, X)
+    losses = fastbp.loss(net, thetas, X, Y, 0.1)
+    for p, theta in enumerate(thetas):
+        value, grad = fastbp.loss_and_grad(net, theta, X, Y, 0.1)
+        assert values[p] == value and losses[p] == value
+        np.testing.assert_array_equal(grads[p], grad)
+        np.testing.assert_array_equal(outputs[p], fastbp.forward(net, theta, X))
+    # The serial and parallel population kernels come from one source and agree exactly.
+    from fastbp.kernels import dense
+
+    work = np.empty(5 * 11 * net._work_per_row, dtype=dtype)
+    serial_values, serial_grads = np.empty_like(values), np.empty_like(grads)
+    Yk = Y.astype(np.int64) if labels else Y
+    assert dense.loss_and_grad_population(
+        net._spec, thetas, X, Yk, 0.1, serial_values, serial_grads, True, work
+    )
+    np.testing.assert_array_equal(serial_values, values)
+    np.testing.assert_array_equal(serial_grads, grads)
+
+
+def test_large_layers_use_blas_and_still_match():
+    net = fastbp.MLP([70, 150, 40, 10], hidden="sigmoid", output="softmax")
+    theta, X, Y = make_problem(net, n=64, labels=True)
+    value, grad = fastbp.loss_and_grad(net, theta, X, Y, 1e-3)
+    ref_value, ref_grad = reference.loss_and_grad(net, theta, X, Y, 1e-3)
+    assert_matches_reference(value, ref_value, np.float64)
+    assert_matches_reference(grad, ref_grad, np.float64)
+
+
+@pytest.mark.parametrize("layout", ["fortran", "strided", "readonly"])
+def test_any_memory_layout_of_X_and_theta(layout):
+    net = fastbp.MLP([4, 6, 3])
+    theta, X, Y = make_problem(net, n=9, labels=True)
+    expected = fastbp.loss_and_grad(net, theta, X, Y)
+    if layout == "fortran":
+        X2, theta2 = np.asfortranarray(X), theta
+    elif layout == "strided":
+        X2, theta2 = np.repeat(X, 2, axis=0)[::2], np.repeat(theta, 2)[::2]
+    else:
+        X2, theta2 = X.copy(), theta.copy()
+        X2.flags.writeable = theta2.flags.writeable = False
+    value, grad = fastbp.loss_and_grad(net, theta2, X2, Y)
+    assert value == expected[0]
+    np.testing.assert_array_equal(grad, expected[1])
+
+
+@pytest.mark.parametrize("population", [None, 3])
+def test_kernels_reject_bad_values_naming_the_argument(population):
+    net = fastbp.MLP([3, 4, 2])
+    theta, X, Y = make_problem(net, n=5, population=population)
+    labels = np.array([0, 1, 1, 0, 1])
+    for name, args in {
+        "theta": (np.where(np.arange(theta.shape[-1]) == 2, np.inf, theta), X, Y),
+        "X": (theta, np.where(X > 0.5, np.nan, X), Y),
+        "Y": (theta, X, np.where(Y > 0.5, np.nan, Y)),
+    }.items():
+        for function in (fastbp.loss_and_grad, fastbp.loss):
+            with pytest.raises(ValueError, match=f"^{name} holds NaN or inf"):
+                function(net, *args)
+        with pytest.raises(ValueError, match="label"):
+            fastbp.loss_and_grad(net, theta, X, labels * 2, check_finite=False)
+    with pytest.raises(ValueError, match="X holds NaN"):
+        fastbp.forward(net, theta, np.full_like(X, np.nan))
+    value, _ = fastbp.loss_and_grad(net, theta, np.full_like(X, np.nan), Y, check_finite=False)
+    assert np.isnan(value).all()
+
+
+def test_a_rejected_call_leaves_out_untouched():
+    net = fastbp.MLP([3, 4, 2])
+    theta, X, Y = make_problem(net, n=5)
+    grad = np.full(net.n_params, 7.0)
+    with pytest.raises(ValueError):
+        fastbp.loss_and_grad(net, theta, np.full_like(X, np.inf), Y, out=grad)
+    assert np.all(grad == 7.0)
+
+
+def test_workspace_is_reused_between_calls():
+    from fastbp import _workspace
+
+    net = fastbp.MLP([4, 16, 3])
+    theta, X, Y = make_problem(net, n=32, labels=True)
+    fastbp.loss_and_grad(net, theta, X, Y)
+    first = _workspace.scratch(np.dtype(np.float64), 1)
+    fastbp.loss_and_grad(net, theta, X, Y)
+    assert _workspace.scratch(np.dtype(np.float64), 1) is first
