@@ -12,11 +12,15 @@ from fastbp._jacobian import forward_and_jacobian, input_jacobian, sobolev_loss
 from fastbp._softmax import softmax, softmax_jacobian, softmax_vjp
 from fastbp.gradcheck import GradcheckResult, gradcheck
 from fastbp.mlp import MLP
+from fastbp.training import SGD, Adam, TrainingDiverged, train
 
 __version__ = "0.1.0"
 
 __all__ = [
     "MLP",
+    "SGD",
+    "Adam",
+    "TrainingDiverged",
     "GradcheckResult",
     "forward",
     "forward_and_jacobian",
@@ -29,4 +33,5 @@ __all__ = [
     "softmax",
     "softmax_jacobian",
     "softmax_vjp",
+    "train",
 ]

@@ -32,6 +32,8 @@ __all__ = [
     "softmax",
     "softmax_jacobian",
     "softmax_vjp",
+    "train",
+    "train_epoch",
 ]
 
 
@@ -352,3 +354,49 @@ def sobolev_loss(mlp, theta, X, T, which):
         return 0.5 * (residual * residual).sum(axis=1).mean()
 
     return _as_dtype(_over_population(single, theta), theta.dtype)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train_epoch(mlp, theta, X, Y, l2, order, batch_size, optimizer, state, step):
+    """One epoch of minibatch training, updating ``theta`` in place.
+
+    The NumPy twin of ``fastbp.kernels.training.train_epoch`` (same batches, same
+    steps): returns ``(mean_loss, step, diverged_at)``, with ``state`` (3, D) holding the
+    optimiser's moments and the parameters before the last step.
+    """
+    n = X.shape[0]
+    total = 0.0
+    for batch, start in enumerate(range(0, n, batch_size)):
+        rows = order[start : start + batch_size]
+        value, grad = loss_and_grad(mlp, theta, X[rows], Y[rows], l2)
+        if not (np.isfinite(value) and np.isfinite(grad).all()):
+            if step > 0:
+                theta[...] = state[2]
+            return total / max(start, 1), step, batch
+        state[2] = theta
+        step += 1
+        if type(optimizer).__name__ == "SGD":
+            if optimizer.momentum == 0:
+                theta -= optimizer.lr * grad
+            else:
+                state[0] = optimizer.momentum * state[0] + grad
+                direction = grad + optimizer.momentum * state[0] if optimizer.nesterov else state[0]
+                theta -= optimizer.lr * direction
+        else:  # Adam
+            b1, b2 = optimizer.beta1, optimizer.beta2
+            state[0] = b1 * state[0] + (1 - b1) * grad
+            state[1] = b2 * state[1] + (1 - b2) * grad * grad
+            m_hat = state[0] / (1 - b1**step)
+            v_hat = state[1] / (1 - b2**step)
+            theta -= optimizer.lr * m_hat / (np.sqrt(v_hat) + optimizer.eps)
+        total += float(value) * len(rows)
+    return total / n, step, -1
+
+
+def train(mlp, theta, X, Y, **options):
+    """`fastbp.train` on the NumPy backend: every epoch through `train_epoch` above."""
+    from fastbp.training import train as train_with_backend
+
+    return train_with_backend(mlp, theta, X, Y, **{**options, "backend": "numpy"})

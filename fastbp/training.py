@@ -1,0 +1,264 @@
+"""Minibatch training: optimisers and the `train` loop.
+
+Each epoch runs as one compiled call (``fastbp.kernels.training.train_epoch``): the
+batches, their forward and backward passes and the optimiser steps never return to
+Python. Python runs once per epoch, for the shuffle, the history, validation, progress
+and the callback.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from fastbp import _backend, _dense, _validate, reference
+
+__all__ = ["SGD", "Adam", "TrainingDiverged", "train"]
+
+
+def _positive(name, value):
+    value = float(value)
+    if not value > 0 or not np.isfinite(value):
+        raise ValueError(f"{name} must be a positive number; got {value}")
+    return value
+
+
+def _fraction(name, value):
+    value = float(value)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1); got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class SGD:
+    """Stochastic gradient descent, with optional (Nesterov) momentum.
+
+    .. math::
+
+        v \\leftarrow \\mu v + g, \\qquad
+        \\theta \\leftarrow \\theta - \\eta\\,(g + \\mu v \\text{ if Nesterov else } v)
+
+    (PyTorch's convention; ``momentum=0`` is plain ``θ <- θ - η g``.)
+    """
+
+    lr: float
+    momentum: float = 0.0
+    nesterov: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "lr", _positive("lr", self.lr))
+        object.__setattr__(self, "momentum", _fraction("momentum", self.momentum))
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov=True needs a momentum > 0")
+
+    def _code_and_hyper(self):
+        return 0, np.array([self.lr, self.momentum, float(self.nesterov), 0.0, 0.0, 0.0])
+
+
+@dataclass(frozen=True)
+class Adam:
+    """Adam (Kingma & Ba), with bias-corrected moments.
+
+    .. math::
+
+        m \\leftarrow \\beta_1 m + (1-\\beta_1) g, \\quad
+        v \\leftarrow \\beta_2 v + (1-\\beta_2) g^2, \\quad
+        \\theta \\leftarrow \\theta - \\eta\\, \\frac{m / (1-\\beta_1^t)}
+        {\\sqrt{v / (1-\\beta_2^t)} + \\epsilon}
+    """
+
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+    def __post_init__(self):
+        object.__setattr__(self, "lr", _positive("lr", self.lr))
+        object.__setattr__(self, "beta1", _fraction("beta1", self.beta1))
+        object.__setattr__(self, "beta2", _fraction("beta2", self.beta2))
+        object.__setattr__(self, "eps", _positive("eps", self.eps))
+
+    def _code_and_hyper(self):
+        return 1, np.array([self.lr, 0.0, 0.0, self.beta1, self.beta2, self.eps])
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss or gradient became NaN or inf during `train`.
+
+    Attributes
+    ----------
+    theta : ndarray
+        The last parameters whose loss and gradient were finite.
+    history : dict
+        The history up to the last complete epoch.
+    epoch, batch : int
+        Where it happened (0-based).
+    """
+
+    def __init__(self, message, theta, history, epoch, batch):
+        super().__init__(message)
+        self.theta = theta
+        self.history = history
+        self.epoch = epoch
+        self.batch = batch
+
+
+def _accuracy(mlp, outputs, Y):
+    """Share of rows classified right, or None for a regression output."""
+    if mlp.output == "identity":
+        return None
+    if mlp.output == "softmax":
+        truth = Y if Y.ndim == 1 else Y.argmax(axis=1)
+        return float(np.mean(outputs.argmax(axis=1) == truth))
+    return float(np.mean((outputs > 0.5) == (Y > 0.5)))
+
+
+def train(
+    mlp,
+    theta,
+    X,
+    Y,
+    *,
+    epochs,
+    batch_size,
+    optimizer,
+    l2=0.0,
+    seed=0,
+    validation=None,
+    callback=None,
+    progress=False,
+    backend=None,
+    check_finite=True,
+):
+    """Train by minibatch gradient descent; returns new parameters and a history.
+
+    Each epoch shuffles the rows (``numpy.random.default_rng(seed)``, so the same seed
+    gives the same batches and, on one machine, bit-identical results), then takes one
+    optimiser step per batch of ``batch_size`` rows (the last batch may be smaller).
+    Wraps the kernel ``fastbp.kernels.training.train_epoch``.
+
+    Parameters
+    ----------
+    mlp : MLP
+    theta : ndarray of shape (D,)
+        Initial parameters; not modified.
+    X : ndarray of shape (n, n0)
+    Y : ndarray of shape (n, nL), or integer labels of shape (n,) for a softmax output
+    epochs : int
+    batch_size : int
+    optimizer : SGD or Adam
+    l2 : float
+        Weight decay, as in `loss`.
+    seed : int
+    validation : tuple (X_val, Y_val), optional
+        Data to report the loss (and, for classifiers, accuracy) on after each epoch.
+    callback : callable, optional
+        ``callback(epoch, theta, history)`` after each epoch (``theta`` is a copy);
+        returning True stops training.
+    progress : bool
+        Print one line per epoch.
+    backend : {"numba", "numpy"} or None
+    check_finite : bool
+
+    Returns
+    -------
+    theta : ndarray of shape (D,)
+        The trained parameters, a new array.
+    history : dict of lists
+        ``"loss"`` (mean training loss of each epoch, over its batches), ``"seconds"``
+        (wall time of each epoch) and, with validation data, ``"val_loss"`` and
+        ``"val_accuracy"`` (None for an identity output).
+
+    Raises
+    ------
+    TrainingDiverged
+        If the loss or gradient becomes NaN or inf; the exception carries the last
+        finite parameters.
+    """
+    kernels = _backend.kernels(backend, "training")
+    theta, X, Y, l2 = _dense._loss_args(mlp, theta, X, Y, l2)
+    if theta.ndim != 1:
+        raise ValueError(f"train takes one network: theta must have shape (D,); got {theta.shape}")
+    _dense._check_values(mlp, theta, X, Y, check_finite)
+    epochs = _count("epochs", epochs, minimum=0)
+    batch_size = _count("batch_size", batch_size, minimum=1)
+    if not isinstance(optimizer, (SGD, Adam)):
+        raise TypeError(f"optimizer must be fastbp.SGD or fastbp.Adam; got {optimizer!r}")
+    if validation is not None:
+        X_val, Y_val = validation
+        X_val = _validate.as_float(_validate.inputs(mlp, X_val), theta.dtype)
+        Y_val, _ = _validate.targets(mlp, Y_val, X_val.shape[0])
+        _validate.nonempty("validation X", X_val)
+    theta = theta.copy()
+    n = X.shape[0]
+    batch_size = min(batch_size, n)
+    code, hyper = optimizer._code_and_hyper()
+    state = np.zeros((3, theta.shape[0]), dtype=theta.dtype)
+    Xb = np.empty((batch_size, X.shape[1]), dtype=theta.dtype)
+    Yb = np.empty((batch_size,) + Y.shape[1:], dtype=Y.dtype)
+    grad = np.empty_like(theta)
+    work = np.empty(batch_size * mlp._work_per_row, dtype=theta.dtype)
+    rng = np.random.default_rng(seed)
+    history = {"loss": [], "seconds": []}
+    if validation is not None:
+        history.update(val_loss=[], val_accuracy=[])
+    step = 0
+    for epoch in range(epochs):
+        order = rng.permutation(n)
+        started = time.perf_counter()
+        if kernels is None:
+            mean_loss, step, diverged = reference.train_epoch(
+                mlp, theta, X, Y, l2, order, batch_size, optimizer, state, step
+            )
+        else:
+            mean_loss, step, diverged = kernels.train_epoch(
+                mlp._spec, theta, X, Y, l2, order, batch_size, code, hyper, state, step,
+                Xb, Yb, grad, work,
+            )  # fmt: skip
+        if diverged >= 0:
+            raise TrainingDiverged(
+                f"the loss or its gradient became NaN or inf at epoch {epoch}, batch "
+                f"{diverged} (is the learning rate too high?); the last finite parameters "
+                "are in this exception's .theta",
+                theta,
+                history,
+                epoch,
+                diverged,
+            )
+        history["seconds"].append(time.perf_counter() - started)
+        history["loss"].append(float(mean_loss))
+        if validation is not None:
+            outputs = _dense.forward(mlp, theta, X_val, backend=backend, check_finite=False)
+            history["val_loss"].append(
+                float(_dense.loss(mlp, theta, X_val, Y_val, l2, backend=backend))
+            )
+            history["val_accuracy"].append(_accuracy(mlp, outputs, Y_val))
+        if progress:
+            print(_progress_line(epoch, epochs, history), flush=True)
+        if callback is not None and callback(epoch, theta.copy(), history):
+            break
+    return theta, history
+
+
+def _count(name, value, minimum):
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be an integer; got {value!r}") from None
+    if number != value or number < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return number
+
+
+def _progress_line(epoch, epochs, history):
+    width = len(str(epochs))
+    line = f"epoch {epoch + 1:>{width}}/{epochs}  loss {history['loss'][-1]:.4f}"
+    if "val_loss" in history:
+        line += f"  val_loss {history['val_loss'][-1]:.4f}"
+        accuracy = history["val_accuracy"][-1]
+        if accuracy is not None:
+            line += f"  val_acc {100 * accuracy:.2f}%"
+    return line + f"  {1000 * history['seconds'][-1]:.1f} ms"
