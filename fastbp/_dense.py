@@ -7,10 +7,11 @@ NumPy backend).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from fastbp import _backend, _validate, _workspace, reference
-from fastbp.mlp import MLP
 
 
 def _kernel_args(kernels, mlp, theta, n):
@@ -23,14 +24,15 @@ def _kernel_args(kernels, mlp, theta, n):
 
 def _loss_args(mlp, theta, X, Y, l2):
     """Checked ``(theta, X, Y, l2)`` in their common float dtype (shapes only)."""
-    if type(mlp) is not MLP:
-        _validate.mlp(mlp)
+    if type(l2) is not float or not 0.0 <= l2 < math.inf:
+        l2 = _validate.scalar("l2", l2)
+    if _validate.kernel_ready(mlp, theta, X, Y):
+        return theta, X, Y, l2
+    _validate.mlp(mlp)
     theta = _validate.theta(mlp, theta)
     X = _validate.inputs(mlp, X)
-    if X.shape[0] == 0:
-        _validate.nonempty("X", X)
+    _validate.nonempty("X", X)
     Y, is_labels = _validate.targets(mlp, Y, X.shape[0])
-    l2 = _validate.scalar("l2", l2)
     dtype = _validate.float_dtype(theta, X) if is_labels else _validate.float_dtype(theta, X, Y)
     theta = _validate.as_float(theta, dtype)
     X = _validate.as_float(X, dtype)
@@ -148,7 +150,9 @@ def loss_and_grad(mlp, theta, X, Y, l2=0.0, *, backend=None, check_finite=True, 
     """
     kernels = _backend.kernels(backend, "dense")
     theta, X, Y, l2 = _loss_args(mlp, theta, X, Y, l2)
-    grad = _validate.out("out", out, theta.shape, theta.dtype)
+    grad = (
+        np.empty_like(theta) if out is None else _validate.out("out", out, theta.shape, theta.dtype)
+    )
     if kernels is None:
         _check_values(mlp, theta, X, Y, check_finite)
         value, grad[...] = reference.loss_and_grad(mlp, theta, X, Y, l2)

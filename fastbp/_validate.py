@@ -174,6 +174,36 @@ def out(name, value, shape, dtype):
     return value
 
 
+def kernel_ready(net, theta, X, Y):
+    """True when ``(theta, X, Y)`` can go to a kernel as they are: ndarrays of one float
+    dtype (integer labels aside), C-contiguous, of the right shapes.
+
+    The fast path of the common call: it only accepts. Anything it turns down goes
+    through the checks above, which convert, or raise with a message.
+    """
+    if (
+        type(net) is not MLP
+        or type(theta) is not np.ndarray
+        or type(X) is not np.ndarray
+        or type(Y) is not np.ndarray
+    ):
+        return False
+    dtype = theta.dtype
+    if (dtype is not FLOAT64 and dtype is not FLOAT32) or X.dtype is not dtype:
+        return False
+    if X.ndim != 2 or not 0 < theta.ndim < 3:
+        return False
+    n, n0 = X.shape
+    if n == 0 or n0 != net._sizes[0] or theta.shape[-1] != net._n_params or theta.size == 0:
+        return False
+    if Y.dtype is INT64:
+        if Y.ndim != 1 or Y.shape[0] != n or net._output != "softmax":
+            return False
+    elif Y.dtype is not dtype or Y.shape != (n, net._sizes[-1]):
+        return False
+    return theta.flags.c_contiguous and X.flags.c_contiguous and Y.flags.c_contiguous
+
+
 def network_args(net, theta_value, X_value, check_finite):
     """Checked ``(theta, X)`` converted to their common float dtype."""
     mlp(net)

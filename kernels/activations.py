@@ -39,6 +39,17 @@ def _float64_from_bits(typingctx, bits):
 
 
 @intrinsic
+def _bits_of_float64(typingctx, x):
+    if x != types.float64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return types.int64(types.float64), codegen
+
+
+@intrinsic
 def _float32_from_bits(typingctx, bits):
     # Numba widens int32 arithmetic to int64; the low 32 bits are the float's bits.
     if not isinstance(bits, types.Integer):
@@ -90,6 +101,49 @@ def _exp32(x):
     half = np.int32(k) >> 1
     rest = np.int32(k) - half
     return p * _float32_from_bits((half + 127) << 23) * _float32_from_bits((rest + 127) << 23)
+
+
+# fdlibm's log: x = 2^e (1 + f) with sqrt(2)/2 <= 1 + f < sqrt(2), and
+# log(1 + f) = f - s (f - R(s^2)) with s = f / (2 + f), R a degree-7 polynomial in s^2.
+_LG1 = 6.666666666666735130e-01
+_LG2 = 3.999999999940941908e-01
+_LG3 = 2.857142874366239149e-01
+_LG4 = 2.222219843214978396e-01
+_LG5 = 1.818357216161805012e-01
+_LG6 = 1.531383769920937332e-01
+_LG7 = 1.479819860511658591e-01
+_SQRT2_MANTISSA = 0x6A09E667F3BCD  # the mantissa bits of sqrt(2)
+
+
+@ordered
+def _log64(x):
+    bits = _bits_of_float64(x)
+    mantissa = bits & 0x000FFFFFFFFFFFFF
+    # Mantissas above sqrt(2) are halved (exponent + 1) so that 1 + f is near 1.
+    high = np.int64(mantissa > _SQRT2_MANTISSA)
+    e = ((bits >> 52) & 0x7FF) - 1023 + high
+    f = _float64_from_bits(mantissa | ((1023 - high) << 52)) - 1.0
+    s = f / (2.0 + f)
+    z = s * s
+    w = z * z
+    R = z * (_LG1 + w * (_LG3 + w * (_LG5 + w * _LG7))) + w * (_LG2 + w * (_LG4 + w * _LG6))
+    half_f2 = 0.5 * f * f
+    k = np.float64(e)
+    return k * _LN2_HI - ((half_f2 - (s * (half_f2 + R) + k * _LN2_LO)) - f)
+
+
+def log(x):
+    """Natural log of a positive, normal float32 or float64 scalar; vectorisable."""
+    return math.log(x)
+
+
+@overload(log, jit_options={"cache": True})
+def _log_overload(x):
+    if x == types.float64:
+        return lambda x: _log64(x)
+    if x == types.float32:
+        return lambda x: np.float32(_log64(np.float64(x)))
+    return None
 
 
 def exp(x):

@@ -43,7 +43,14 @@ from numba import prange, types
 from numba.extending import overload
 
 from fastbp.kernels._config import kernel
-from fastbp.kernels.activations import activate_rows, exp, like, multiply_by_derivative, sigmoid
+from fastbp.kernels.activations import (
+    activate_rows,
+    exp,
+    like,
+    log,
+    multiply_by_derivative,
+    sigmoid,
+)
 from fastbp.kernels.codes import CROSS_ENTROPY, IDENTITY, SIGMOID, SOFTMAX
 from fastbp.kernels.linalg import matmul, matmul_nt, matmul_tn, uses_blas
 
@@ -196,7 +203,8 @@ def _forward_hidden(spec, theta, X, work):
 def _softmax_columns(Z, P, m, s):
     """``P[:, i] <- softmax(Z[:, i])`` for each sample ``i`` (``P`` may be ``Z``).
 
-    Leaves each column's maximum in ``m`` and ``Σ_k exp(Z[k, i] - m[i])`` in ``s``.
+    Leaves each column's log-sum-exp, ``log Σ_k exp(Z[k, i])``, in ``s`` (``m`` is
+    scratch). One division and one log per sample; every loop runs along the samples.
     """
     K, n = Z.shape
     for i in range(n):
@@ -211,9 +219,13 @@ def _softmax_columns(Z, P, m, s):
             P[k, i] = e
             s[i] += e
     one = like(s[0], 1.0)
+    for i in range(n):
+        s[i] = one / s[i]
     for k in range(K):
         for i in range(n):
-            P[k, i] *= one / s[i]
+            P[k, i] *= s[i]
+    for i in range(n):
+        s[i] = m[i] - log(s[i])
 
 
 def _output_loss_and_delta(output, loss, Z, Y, delta, temps, scale):
@@ -243,7 +255,7 @@ def _labels_loss_and_delta(output, loss, Z, Y, delta, temps, scale):
     total = 0.0
     if loss == CROSS_ENTROPY:
         for i in range(n):
-            total += math.log(s[i]) + m[i] - Z[Y[i], i]
+            total += s[i] - Z[Y[i], i]
         for k in range(K):
             for i in range(n):
                 delta[k, i] *= scale
@@ -278,9 +290,8 @@ def _targets_loss_and_delta(output, loss, Z, Y, delta, temps, scale):
     if output == SOFTMAX:
         _softmax_columns(Z, delta, m, s)
         if loss == CROSS_ENTROPY:
-            # ℓ_i = Σ_k Y_ik (log s_i + m_i - Z_ki);  ∂ℓ_i/∂Z_ki = P_ki Σ_k Y_ik - Y_ik
+            # ℓ_i = Σ_k Y_ik (s_i - Z_ki), s_i the log-sum-exp;  ∂ℓ_i/∂Z_ki = P_ki Σ_k Y_ik - Y_ik
             for i in range(n):
-                s[i] = math.log(s[i]) + m[i]
                 extra[i] = zero
             for k in range(K):
                 for i in range(n):
