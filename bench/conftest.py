@@ -1,0 +1,30 @@
+"""pytest-benchmark settings for the side-by-side suite, and a table of speed-ups.
+
+Run with ``pytest bench`` (``pip install ".[test]"``; JAX, PyTorch and scikit-learn are
+timed too where they are installed). Each case is timed for every implementation in the
+same session; the summary at the end divides each median by the NumPy reference's.
+"""
+
+from collections import defaultdict
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    session = getattr(config, "_benchmarksession", None)
+    if session is None or not session.benchmarks:
+        return
+    medians = defaultdict(dict)
+    for bench in session.benchmarks:
+        if bench.has_error or not bench.stats:
+            continue
+        medians[bench.group][bench.extra_info["implementation"]] = bench.stats.median
+    write = terminalreporter.write_line
+    terminalreporter.section("speed-up of fastbp (median against median, this run)")
+    for group, times in sorted(medians.items()):
+        if "fastbp" not in times:
+            continue
+        others = ", ".join(
+            f"{times[name] / times['fastbp']:.1f}x vs {name}"
+            for name in sorted(times)
+            if name != "fastbp"
+        )
+        write(f"{group}: fastbp {1e6 * times['fastbp']:.1f} us; {others}")
