@@ -49,6 +49,7 @@ __all__ = [
     "measure",
     "plot_speedups",
     "results_as_dict",
+    "thread_limit",
 ]
 
 OPTIONAL_PEERS = ("jax", "torch", "sklearn")
@@ -75,12 +76,16 @@ class Settings:
     peers : tuple of str
         The optional peers to run (a subset of ``OPTIONAL_PEERS``); fastbp and the
         NumPy reference always run.
+    threads : int or None
+        The PyTorch thread count (see `thread_limit` for the other libraries); None
+        leaves PyTorch's default.
     """
 
     dtype: type = np.float64
     repeats: int = 7
     min_seconds: float = 0.02
     peers: tuple = OPTIONAL_PEERS
+    threads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -294,6 +299,77 @@ def available_peers(requested=OPTIONAL_PEERS):
     return tuple(peers), missing
 
 
+_torch_default_threads = {}
+_SINGLE_THREADED_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+@contextlib.contextmanager
+def thread_limit(threads):
+    """Run Numba, BLAS, OpenMP and (for one thread) XLA on at most ``threads`` threads.
+
+    On a machine whose cores other processes are using, thread pools that wait for
+    each other (BLAS after a parallel Numba region, say) can make a call a hundred
+    times slower; one thread per library gives steadier timings. PyTorch's count is
+    set by the benchmarks themselves (`Settings.threads`). Everything is restored on
+    exit, except XLA's, which is fixed once JAX has started.
+
+    Parameters
+    ----------
+    threads : int or None
+        None changes nothing.
+
+    Yields
+    ------
+    not_limited : list of str
+        Libraries whose threads could not be limited, with the reason.
+    """
+    if threads is None:
+        yield []
+        return
+    not_limited = []
+    restore = []
+    try:
+        import numba
+
+        previous = numba.get_num_threads()
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        restore.append(lambda: numba.set_num_threads(previous))
+    except ImportError:
+        pass
+    try:
+        import scipy.linalg.cython_blas  # noqa: F401  (Numba's BLAS: load it to limit it)
+        import threadpoolctl
+    except ImportError:
+        not_limited.append("BLAS (needs threadpoolctl, or OPENBLAS_NUM_THREADS set at start)")
+    else:
+        restore.append(threadpoolctl.threadpool_limits(limits=threads).restore_original_limits)
+    if "jax" in sys.modules:
+        not_limited.append("XLA (JAX has already started)")
+    elif threads == 1:
+        flags = os.environ.get("XLA_FLAGS")
+        os.environ["XLA_FLAGS"] = (
+            f"{flags} {_SINGLE_THREADED_XLA}" if flags else _SINGLE_THREADED_XLA
+        )
+        restore.append(lambda: _restore_environment("XLA_FLAGS", flags))
+    else:
+        not_limited.append("XLA (only a limit of one thread is supported)")
+    try:
+        yield not_limited
+    finally:
+        for undo in reversed(restore):
+            undo()
+        torch = sys.modules.get("torch")
+        if torch is not None and "threads" in _torch_default_threads:
+            torch.set_num_threads(_torch_default_threads["threads"])
+
+
+def _restore_environment(name, value):
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
 def _import_jax(dtype):
     # Only the CPU is measured; naming it spares JAX probing for accelerators.
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -368,8 +444,17 @@ def _jax_network(net, dtype):
     return jax, logits, outputs
 
 
-def _torch_network(net):
+def _import_torch(settings):
     import torch
+
+    _torch_default_threads.setdefault("threads", torch.get_num_threads())
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    return torch
+
+
+def _torch_network(net, settings):
+    torch = _import_torch(settings)
 
     hidden = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}
     hidden = hidden.get(net.hidden, lambda Z: Z)
@@ -419,7 +504,7 @@ def _build_loss_and_grad(sizes):
             return _jax_call(jax, jax.value_and_grad(mean_cross_entropy), theta, X, y)
 
         def torch_version():
-            torch, logits, _ = _torch_network(net)
+            torch, logits, _ = _torch_network(net, settings)
             theta_t, X_t, y_t = (torch.from_numpy(a) for a in (theta, X, y))
 
             def call():
@@ -441,7 +526,6 @@ def _build_loss_and_grad(sizes):
 
 
 _JACOBIAN_SIZES = (2, 16, 16, 1)
-_POPULATION = 64
 _POINTS = 256
 
 
@@ -481,7 +565,7 @@ def _build_input_jacobian(population):
             return _jax_call(jax, _jax_jacobian(jax, outputs, population), theta, X)
 
         def torch_version():
-            torch, _, outputs = _torch_network(net)
+            torch, _, outputs = _torch_network(net, settings)
             jacobian = _torch_jacobian(torch, outputs, population)
             theta_t, X_t = torch.from_numpy(theta), torch.from_numpy(X)
             return lambda: jacobian(theta_t, X_t)
@@ -517,7 +601,7 @@ def _build_sobolev_loss(P, settings):
         return _jax_call(jax, population, theta, X, T, which)
 
     def torch_version():
-        torch, _, outputs = _torch_network(net)
+        torch, _, outputs = _torch_network(net, settings)
         jacobian = _torch_jacobian(torch, outputs, population=False)
         X_t, T_t, which_t = (torch.from_numpy(a) for a in (X, T, which))
         rows_t, column_t = torch.from_numpy(rows), torch.from_numpy(derivative_column)
@@ -564,8 +648,7 @@ def _build_softmax_jacobian(B, settings):
         return _jax_call(jax, jacobian, Z)
 
     def torch_version():
-        import torch
-
+        torch = _import_torch(settings)
         Z_t = torch.from_numpy(Z)
         eye = torch.eye(_CLASSES, dtype=Z_t.dtype)
 
@@ -596,8 +679,7 @@ def _build_softmax_vjp(B, settings):
         return _jax_call(jax, vjp, Z, G)
 
     def torch_version():
-        import torch
-
+        torch = _import_torch(settings)
         Z_t, G_t = torch.from_numpy(Z), torch.from_numpy(G)
 
         def call():
@@ -674,8 +756,7 @@ def _build_training_epoch(batch_size, settings):
         return lambda: classifier.partial_fit(X, y, classes=classes)
 
     def torch_version():
-        import torch
-
+        torch = _import_torch(settings)
         generator = torch.Generator().manual_seed(0)
         torch.manual_seed(0)
         layers = []
@@ -800,7 +881,7 @@ def machine_info(peers=()):
     try:
         import numba
 
-        info["numba_threads"] = numba.config.NUMBA_NUM_THREADS
+        info["numba_threads"] = numba.get_num_threads()
     except ImportError:
         pass
     torch = sys.modules.get("torch")  # only if a benchmark has imported it
@@ -866,6 +947,7 @@ def results_as_dict(headline, sweeps, settings, machine):
             "min_seconds_per_repeat": settings.min_seconds,
             "timer": "time.perf_counter, median over repeats of the time per call",
             "peers": list(settings.peers),
+            "threads": settings.threads,
         },
         "cases": cases,
         "sweeps": sweep_dicts,

@@ -65,6 +65,12 @@ def _peer_list(text):
     return tuple(dict.fromkeys(names))
 
 
+_THREADS_HELP = (
+    "at most N threads for Numba, BLAS, PyTorch and (N=1) XLA; 1 gives steadier "
+    "timings on a busy machine (default: each library's own)"
+)
+
+
 def build_parser():
     """The argument parser of the ``fastbp`` command."""
     parser = _Parser(
@@ -90,6 +96,7 @@ def build_parser():
     demo.add_argument(
         "--quick", action="store_true", help="few epochs and repeats: a smoke test in seconds"
     )
+    demo.add_argument("--threads", type=_positive_int, metavar="N", help=_THREADS_HELP)
     demo.set_defaults(run=_demo)
 
     bench = commands.add_parser(
@@ -126,6 +133,7 @@ def build_parser():
         help="optional peers to run: 'none' or a comma-separated subset of "
         "jax,torch,sklearn (default: those installed)",
     )
+    bench.add_argument("--threads", type=_positive_int, metavar="N", help=_THREADS_HELP)
     bench.add_argument("--json", metavar="PATH", help="write medians, speed-ups and machine info")
     bench.add_argument(
         "--plot", metavar="PATH", help="write a PNG of speed-up against size (needs matplotlib)"
@@ -199,13 +207,18 @@ def _ratio(value):
     return f"{value:.{digits}f}x"
 
 
-def _print_load_note():
-    """Say so when other processes are busy: timings of threaded code suffer most then."""
+def _print_thread_notes(threads, not_limited):
+    """Say how many threads the libraries use, and warn when other processes are busy."""
+    if threads is not None:
+        print(f"threads: at most {threads} per library")
+        for library in not_limited:
+            print(f"note: threads not limited for {library}")
     load, cpus = benchmarks.load_average(), os.cpu_count() or 1
     if load is not None and load > 0.5 * cpus:
+        advice = " (--threads 1 steadies the timings)" if threads is None else ""
         print(
             f"note: load average {load:.1f} on {cpus} CPUs: other processes are busy, and "
-            f"multi-threaded code (BLAS, Numba, PyTorch, XLA) times worst when they are"
+            f"multi-threaded code (BLAS, Numba, PyTorch, XLA) times worst when they are{advice}"
         )
 
 
@@ -331,7 +344,6 @@ def _demo_gradcheck():
 
 def _demo_speed(repeats):
     settings = benchmarks.Settings(repeats=repeats, min_seconds=0.01, peers=())
-    _print_load_note()
     print(
         f"speed-up of fastbp over the NumPy reference (float64, median of {repeats} "
         f"repeats, both measured side by side):"
@@ -351,11 +363,13 @@ def _demo(args):
     start = time.perf_counter()
     epochs = args.epochs or (3 if args.quick else _DIGITS_EPOCHS)
     print(f"fastbp {fastbp.__version__} demo")
-    print(f"compiling or loading the kernels: {_compile_everything():.1f} s", flush=True)
-    _demo_digits(epochs)
-    _demo_iris(20 if args.quick else _IRIS_EPOCHS)
-    gradient_ok = _demo_gradcheck()
-    _demo_speed(3 if args.quick else 7)
+    with benchmarks.thread_limit(args.threads) as not_limited:
+        _print_thread_notes(args.threads, not_limited)
+        print(f"compiling or loading the kernels: {_compile_everything():.1f} s", flush=True)
+        _demo_digits(epochs)
+        _demo_iris(20 if args.quick else _IRIS_EPOCHS)
+        gradient_ok = _demo_gradcheck()
+        _demo_speed(3 if args.quick else 7)
     print(f"demo finished in {time.perf_counter() - start:.1f} s")
     return 0 if gradient_ok else 1
 
@@ -374,7 +388,11 @@ def _bench_settings(args):
     repeats = args.repeats or (3 if args.quick else 7)
     dtype = np.float32 if args.dtype == "float32" else np.float64
     return benchmarks.Settings(
-        dtype=dtype, repeats=repeats, min_seconds=0.005 if args.quick else 0.02, peers=peers
+        dtype=dtype,
+        repeats=repeats,
+        min_seconds=0.005 if args.quick else 0.02,
+        peers=peers,
+        threads=args.threads,
     )
 
 
@@ -387,7 +405,7 @@ def _check_output_path(option, path):
 class _Table:
     """The bench table, printed row by row as the measurements arrive."""
 
-    def __init__(self, cases, peers, quick):
+    def __init__(self, cases, peers):
         self.implementations = ("fastbp", "numpy", *peers)
         self.peers = ("numpy", *peers)
         labels = [case.label(size) for case in cases for size in (case.size, *case.sweep)]
@@ -423,6 +441,36 @@ class _Table:
             self.notes.append(f"- {name} did not run {m.case.name} {label}: {reason}")
 
 
+def _measure_cases(cases, settings, quick):
+    """Time each case at its headline size, then over its sweep, printing the table."""
+    table = _Table(cases, settings.peers)
+    print()
+    table.header()
+    headline = []
+    for case in cases:
+        m = benchmarks.measure(case, case.size, settings)
+        headline.append(m)
+        table.row(case.name, m)
+
+    print()
+    print("sweeps of sizes (the plot of speed-up against size)")
+    sweeps = {}
+    for case in cases:
+        sweeps[case.name] = []
+        for size in case.quick_sweep if quick else case.sweep:
+            if size == case.size:
+                m = next(h for h in headline if h.case is case)
+            else:
+                m = benchmarks.measure(case, size, settings)
+            sweeps[case.name].append(m)
+            table.row(case.name if len(sweeps[case.name]) == 1 else "", m)
+
+    if table.notes:
+        print()
+        print("\n".join(dict.fromkeys(table.notes)))
+    return headline, sweeps
+
+
 def _bench(args):
     if args.list:
         for case in benchmarks.CASES.values():
@@ -442,44 +490,19 @@ def _bench(args):
             _check_output_path(option, path)
     settings = _bench_settings(args)
     cases = [benchmarks.CASES[name] for name in dict.fromkeys(args.case or benchmarks.CASES)]
-    machine = benchmarks.machine_info(settings.peers)
     start = time.perf_counter()
     print(
         f"fastbp bench: {np.dtype(settings.dtype).name}, median of {settings.repeats} repeats, "
         f"every implementation of a case measured side by side"
     )
-    print(f"machine: {_machine_line(machine)}")
-    _print_load_note()
-    print()
-
-    table = _Table(cases, settings.peers, args.quick)
-    table.header()
-    headline = []
-    for case in cases:
-        m = benchmarks.measure(case, case.size, settings)
-        headline.append(m)
-        table.row(case.name, m)
-
-    print()
-    print("sweeps of sizes (the plot of speed-up against size)")
-    sweeps = {}
-    for case in cases:
-        sweeps[case.name] = []
-        for size in case.quick_sweep if args.quick else case.sweep:
-            if size == case.size:
-                m = next(h for h in headline if h.case is case)
-            else:
-                m = benchmarks.measure(case, size, settings)
-            sweeps[case.name].append(m)
-            table.row(case.name if len(sweeps[case.name]) == 1 else "", m)
-
-    if table.notes:
-        print()
-        print("\n".join(dict.fromkeys(table.notes)))
+    print(f"machine: {_machine_line(benchmarks.machine_info(settings.peers))}")
+    with benchmarks.thread_limit(args.threads) as not_limited:
+        _print_thread_notes(args.threads, not_limited)
+        headline, sweeps = _measure_cases(cases, settings, args.quick)
+        machine = benchmarks.machine_info(settings.peers)  # with the peers' thread counts
     print()
     print(f"bench finished in {time.perf_counter() - start:.1f} s")
     if args.json is not None:
-        machine = benchmarks.machine_info(settings.peers)  # now with the peers' threads
         document = benchmarks.results_as_dict(headline, sweeps, settings, machine)
         Path(args.json).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {args.json}")

@@ -213,3 +213,16 @@ def test_check_fails_on_a_wrong_gradient(capsys, monkeypatch):
     failed = [line for line in out.splitlines() if line.startswith("FAIL")]
     assert failed and all("loss_and_grad" in line for line in failed)
     assert "FAILED" in out.splitlines()[-1]
+
+
+def test_threads_are_limited_during_bench_and_restored_after(capsys, tmp_path):
+    numba = pytest.importorskip("numba")
+    before = numba.get_num_threads()
+    path = tmp_path / "threads.json"
+    argv = ["bench", "--quick", "--repeats", "1", "--peers", "none", "--threads", "1"]
+    status, out, _ = run(capsys, *argv, "--case", "loss_and_grad_tiny", "--json", str(path))
+    assert status == 0 and "at most 1 per library" in out
+    document = json.loads(path.read_text())
+    assert document["settings"]["threads"] == 1
+    assert document["machine"]["numba_threads"] == 1
+    assert numba.get_num_threads() == before
