@@ -145,9 +145,9 @@ def build_parser():
         help="check every kernel against the NumPy reference and finite differences",
         description=(
             "For every hidden activation and output/loss pair, compare fastbp's "
-            "loss_and_grad, input_jacobian and sobolev_loss (and the softmax functions) "
-            "with fastbp.reference and with central finite differences, in float64. "
-            "Exits with status 1 if any check fails."
+            "loss_and_grad, input_jacobian, sobolev_loss and train (and the softmax "
+            "functions) with fastbp.reference and with central finite differences, in "
+            "float64. Exits with status 1 if any check fails."
         ),
     )
     check.add_argument("--seed", type=int, default=0, help="seed of the random problems")
@@ -336,7 +336,7 @@ def _demo_gradcheck():
     verdict = "ok" if error < 1e-6 else "FAILED"
     print(
         f"gradcheck: fastbp.loss_and_grad's gradient against central differences of "
-        f"fastbp.reference.loss (MLP 5-7-4 tanh/softmax, l2 {l2}, {net.n_params} parameters): "
+        f"fastbp.reference.loss\n  MLP 5-7-4 tanh/softmax, l2 {l2}, {net.n_params} parameters: "
         f"max relative error {float(error):.1e} (< 1e-6: {verdict})"
     )
     return error < 1e-6
@@ -492,7 +492,8 @@ def _bench(args):
     cases = [benchmarks.CASES[name] for name in dict.fromkeys(args.case or benchmarks.CASES)]
     start = time.perf_counter()
     print(
-        f"fastbp bench: {np.dtype(settings.dtype).name}, median of {settings.repeats} repeats, "
+        f"fastbp bench: {np.dtype(settings.dtype).name}, median of {settings.repeats} "
+        f"repeat{'s' if settings.repeats > 1 else ''}, "
         f"every implementation of a case measured side by side"
     )
     print(f"machine: {_machine_line(benchmarks.machine_info(settings.peers))}")
@@ -616,6 +617,12 @@ def _net_checks(net, rng):
         expected = reference.sobolev_loss(net, population, X_pop, T, which)
         return _relative_error([got], [expected]), None
 
+    def train(optimizer):
+        settings = dict(epochs=2, batch_size=4, optimizer=optimizer, l2=l2, seed=1)
+        got, _ = fastbp.train(net, theta, X, Y, **settings, backend="numba")
+        expected, _ = fastbp.train(net, theta, X, Y, **settings, backend="numpy")
+        return _relative_error([got], [expected]), None
+
     checks = [("loss_and_grad", lambda: loss_and_grad(Y))]
     if net.output == "softmax":
         checks.append(("loss_and_grad labels", lambda: loss_and_grad(labels)))
@@ -624,6 +631,8 @@ def _net_checks(net, rng):
         ("forward_and_jacobian", forward_and_jacobian),
         ("input_jacobian P=3", population_input_jacobian),
         ("sobolev_loss P=3", population_sobolev_loss),
+        ("train SGD nesterov", lambda: train(fastbp.SGD(0.1, momentum=0.9, nesterov=True))),
+        ("train Adam", lambda: train(fastbp.Adam(0.01))),
     ]
     return checks
 
