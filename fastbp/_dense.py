@@ -14,12 +14,10 @@ import numpy as np
 from fastbp import _backend, _validate, _workspace, reference
 
 
-def _kernel_args(kernels, mlp, theta, n):
-    """``(kernel_name_suffix, work)``: which kernel form runs theta, and its scratch."""
-    if theta.ndim == 1:
-        return "", _workspace.scratch(theta.dtype, n * mlp._work_per_row)
+def _population_work(kernels, mlp, theta, n):
+    """Scratch for the parallel population kernels: one network's worth per thread."""
     at_once = kernels.networks_at_once(theta.shape[0])
-    return "_population_parallel", _workspace.scratch(theta.dtype, at_once * n * mlp._work_per_row)
+    return _workspace.scratch(theta.dtype, at_once * n * mlp._work_per_row)
 
 
 def _loss_args(mlp, theta, X, Y, l2):
@@ -84,8 +82,13 @@ def forward(mlp, theta, X, *, backend=None, check_finite=True, out=None):
         _check_values(mlp, theta, X, None, check_finite)
         result[...] = reference.forward(mlp, theta, X)
         return result
-    suffix, work = _kernel_args(kernels, mlp, theta, X.shape[0])
-    if not getattr(kernels, "forward" + suffix)(mlp._spec, theta, X, result, check_finite, work):
+    if theta.ndim == 1:
+        work = _workspace.scratch(theta.dtype, X.shape[0] * mlp._work_per_row)
+        ok = kernels.forward(mlp._spec, theta, X, result, check_finite, work)
+    else:
+        work = _population_work(kernels, mlp, theta, X.shape[0])
+        ok = kernels.forward_population_parallel(mlp._spec, theta, X, result, check_finite, work)
+    if not ok:
         _check_values(mlp, theta, X, None, check_finite)
     return result
 
@@ -114,13 +117,14 @@ def loss(mlp, theta, X, Y, l2=0.0, *, backend=None, check_finite=True):
     if kernels is None:
         _check_values(mlp, theta, X, Y, check_finite)
         return reference.loss(mlp, theta, X, Y, l2)
-    suffix, work = _kernel_args(kernels, mlp, theta, X.shape[0])
     if theta.ndim == 1:
+        work = _workspace.scratch(theta.dtype, X.shape[0] * mlp._work_per_row)
         value = kernels.loss(mlp._spec, theta, X, Y, l2, check_finite, work)
         if value != value:  # NaN: rejected input, or NaN data passed unchecked
             _check_values(mlp, theta, X, Y, check_finite)
         return theta.dtype.type(value)
     values = np.empty(theta.shape[0], dtype=theta.dtype)
+    work = _population_work(kernels, mlp, theta, X.shape[0])
     if not kernels.loss_population_parallel(mlp._spec, theta, X, Y, l2, values, check_finite, work):
         _check_values(mlp, theta, X, Y, check_finite)
     return values
@@ -150,20 +154,22 @@ def loss_and_grad(mlp, theta, X, Y, l2=0.0, *, backend=None, check_finite=True, 
     """
     kernels = _backend.kernels(backend, "dense")
     theta, X, Y, l2 = _loss_args(mlp, theta, X, Y, l2)
-    grad = (
-        np.empty_like(theta) if out is None else _validate.out("out", out, theta.shape, theta.dtype)
-    )
+    if out is None:
+        grad = np.empty_like(theta)
+    else:
+        grad = _validate.out("out", out, theta.shape, theta.dtype)
     if kernels is None:
         _check_values(mlp, theta, X, Y, check_finite)
         value, grad[...] = reference.loss_and_grad(mlp, theta, X, Y, l2)
         return value, grad
-    suffix, work = _kernel_args(kernels, mlp, theta, X.shape[0])
     if theta.ndim == 1:
+        work = _workspace.scratch(theta.dtype, X.shape[0] * mlp._work_per_row)
         value = kernels.loss_and_grad(mlp._spec, theta, X, Y, l2, grad, check_finite, work)
         if value != value:  # NaN: rejected input, or NaN data passed unchecked
             _check_values(mlp, theta, X, Y, check_finite)
         return theta.dtype.type(value), grad
     values = np.empty(theta.shape[0], dtype=theta.dtype)
+    work = _population_work(kernels, mlp, theta, X.shape[0])
     if not kernels.loss_and_grad_population_parallel(
         mlp._spec, theta, X, Y, l2, values, grad, check_finite, work
     ):
