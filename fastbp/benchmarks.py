@@ -247,6 +247,11 @@ def measure(case, size, settings):
     -------
     Measurement
     """
+    with _jax_precision_restored():
+        return _measure(case, size, settings)
+
+
+def _measure(case, size, settings):
     built = case.build(size, settings)
     functions = {}
     results = {}
@@ -378,6 +383,19 @@ def _import_jax(dtype):
     if dtype == np.float64:
         jax.config.update("jax_enable_x64", True)
     return jax
+
+
+@contextlib.contextmanager
+def _jax_precision_restored():
+    """Leave JAX's float64 switch as it was: the benchmarks turn it on for float64 cases."""
+    jax = sys.modules.get("jax")
+    before = None if jax is None else jax.config.jax_enable_x64
+    try:
+        yield
+    finally:
+        jax = sys.modules.get("jax")
+        if jax is not None:
+            jax.config.update("jax_enable_x64", bool(before))
 
 
 @contextlib.contextmanager
