@@ -351,7 +351,7 @@ def _demo_speed(repeats):
     for name in ("loss_and_grad_medium", "input_jacobian", "softmax_jacobian"):
         case = benchmarks.CASES[name]
         m = benchmarks.measure(case, case.size, settings)
-        fast, slow = (_seconds(m.median_seconds[name]) for name in ("fastbp", "numpy"))
+        fast, slow = (_seconds(m.median_seconds[impl]) for impl in ("fastbp", "numpy"))
         print(
             f"  {case.function:17s} {case.label():20s} fastbp {fast:>9s}   numpy {slow:>9s}"
             f"   {_ratio(m.speedup['numpy']):>7s}",
