@@ -2,13 +2,77 @@
 
 Each function validates its arguments, settles the dtype, allocates the results and
 hands them to a kernel in ``fastbp.kernels.jacobian`` (or to ``fastbp.reference``).
+The kernels see every theta as a population ``(P, D)``; a 1-D theta is a population
+of one, reshaped without a copy.
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from fastbp import _backend, _validate, reference
+
+# Below this many bytes a result is allocated without asking how much memory is free.
+MEMORY_CHECK_BYTES = 1 << 28
+_NO_VALUES = {}
+
+
+def _available_bytes():
+    """Memory that can still be allocated: MemAvailable where Linux reports it, else the
+    free physical pages."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not a POSIX system
+        return None
+
+
+def result(name, value, shape, dtype, label="J"):
+    """``value`` (the argument ``name``) checked as a result buffer, or a new ``label``
+    array, refused with MemoryError when it would not fit in the memory that is free."""
+    if value is None:
+        nbytes = dtype.itemsize
+        for length in shape:
+            nbytes *= length
+        if nbytes >= MEMORY_CHECK_BYTES:
+            available = _available_bytes()
+            if available is not None and nbytes > available:
+                what = " x ".join(str(length) for length in shape)
+                raise MemoryError(
+                    f"{label} of shape {shape} would take {what} x {dtype.itemsize} bytes = "
+                    f"{nbytes / 2**30:.1f} GiB, more than the {available / 2**30:.1f} GiB "
+                    "of memory available: pass fewer networks or points per call"
+                )
+    return _validate.out(name, value, shape, dtype)
+
+
+def _population(theta, *results):
+    """``theta`` as ``(P, D)`` and the results with their leading P axis (views)."""
+    if theta.ndim == 2:
+        return (theta, *results)
+    return (theta.reshape(1, -1), *(r.reshape((1, *r.shape)) for r in results))
+
+
+def _jacobians(kernels, mlp, theta, X, A, J):
+    """Run the Jacobian kernel, serially or on every thread, in the cheaper mode."""
+    thetas, A, J = _population(theta, A, J)
+    n0, nL = mlp._sizes[0], mlp._sizes[-1]
+    mode, n_slabs = kernels.jacobian_slabs(n0, nL)
+    _, n_items, parallel = kernels.schedule(
+        n0, nL, mlp._n_params, thetas.shape[0], X.shape[0], n_slabs
+    )
+    if parallel:
+        kernels.jacobian_items_parallel(mlp._spec, thetas, X, A, J, mode, n_items)
+    else:
+        kernels.jacobian_items(mlp._spec, thetas, X, A, J, mode, 0, n_items)
 
 
 def forward_and_jacobian(mlp, theta, X, *, backend=None, check_finite=True, out=None):
@@ -32,15 +96,15 @@ def forward_and_jacobian(mlp, theta, X, *, backend=None, check_finite=True, out=
     J : ndarray of shape (n, nL, n0), or (P, n, nL, n0)
     """
     theta, X = _validate.network_args(mlp, theta, X, check_finite)
-    lead = theta.shape[:-1] + (X.shape[0], mlp.n_outputs)
+    lead = theta.shape[:-1] + (X.shape[0], mlp._sizes[-1])
     out_A, out_J = (None, None) if out is None else out
     A = _validate.out("out[0]", out_A, lead, theta.dtype)
-    J = _validate.out("out[1]", out_J, lead + (mlp.n_inputs,), theta.dtype)
+    J = result("out[1]", out_J, lead + (mlp._sizes[0],), theta.dtype)
     kernels = _backend.kernels(backend, "jacobian")
     if kernels is None:
         A[...], J[...] = reference.forward_and_jacobian(mlp, theta, X)
     else:
-        kernels.forward_and_jacobian(mlp._spec, theta, X, A, J)
+        _jacobians(kernels, mlp, theta, X, A, J)
     return A, J
 
 
@@ -63,13 +127,16 @@ def input_jacobian(mlp, theta, X, *, backend=None, check_finite=True, out=None):
     J : ndarray of shape (n, nL, n0), or (P, n, nL, n0) for a population theta
     """
     theta, X = _validate.network_args(mlp, theta, X, check_finite)
-    shape = theta.shape[:-1] + (X.shape[0], mlp.n_outputs, mlp.n_inputs)
-    J = _validate.out("out", out, shape, theta.dtype)
+    lead = theta.shape[:-1] + (X.shape[0], mlp._sizes[-1])
+    J = result("out", out, lead + (mlp._sizes[0],), theta.dtype)
     kernels = _backend.kernels(backend, "jacobian")
     if kernels is None:
         J[...] = reference.input_jacobian(mlp, theta, X)
     else:
-        kernels.input_jacobian(mlp._spec, theta, X, J)
+        no_values = _NO_VALUES.get(J.dtype)
+        if no_values is None:
+            no_values = _NO_VALUES[J.dtype] = np.empty((0, 0, 0), dtype=J.dtype)
+        _jacobians(kernels, mlp, theta, X, no_values, J)
     return J
 
 
@@ -133,5 +200,14 @@ def sobolev_loss(mlp, theta, X, T, which, *, backend=None, check_finite=True, ou
     if kernels is None:
         values[...] = reference.sobolev_loss(mlp, theta, X, T, which)
     else:
-        kernels.sobolev_loss(mlp._spec, theta, X, T, which, values)
+        # One pass per block of points: values and the one Jacobian column each row
+        # needs, summed per (network, block); J itself is never formed.
+        thetas = theta if theta.ndim == 2 else theta.reshape(1, -1)
+        _, n_items, parallel = kernels.schedule(n0, nL, mlp._n_params, thetas.shape[0], n, 2)
+        partial = np.empty((thetas.shape[0], n_items // thetas.shape[0]), dtype=dtype)
+        if parallel:
+            kernels.sobolev_items_parallel(mlp._spec, thetas, X, T, which, partial, n_items)
+        else:
+            kernels.sobolev_items(mlp._spec, thetas, X, T, which, partial, 0, n_items)
+        kernels.sobolev_mean(partial, n, values)
     return values if theta.ndim == 2 else values[0]

@@ -1,0 +1,676 @@
+"""Input Jacobians of dense networks, for one parameter vector or a population of them.
+
+Entry points (callable from the user's own ``@njit`` code; arrays C-contiguous and of
+one float dtype, float32 or float64, except ``spec`` and ``which``)::
+
+    input_jacobian(spec, theta, X, J)
+    forward_and_jacobian(spec, theta, X, A, J)
+    sobolev_loss(spec, theta, X, T, which, out)
+
+- ``spec``: int64 array ``[hidden_code, output_code, loss_code, n0, n1, ..., nL]``
+  (``MLP._spec``; codes from ``fastbp.kernels.codes``).
+- ``theta``: ``(D,)`` or a population ``(P, D)``; per layer ``W_l.ravel()`` then ``b_l``.
+- ``X``: ``(n, n0)``; ``T``: ``(n, nL)``; ``which``: int64 ``(n,)`` in ``[-1, n0)``.
+- ``A``: ``(n, nL)`` or ``(P, n, nL)``; ``J``: ``(n, nL, n0)`` or ``(P, n, nL, n0)``,
+  ``J[.., i, k, j] = ∂A_L[i, k] / ∂X[i, j]``; ``out``: ``(1,)`` or ``(P,)`` losses.
+
+Each kernel writes its results into the arrays it is given and returns nothing; they
+check that the shapes agree with ``spec`` and raise ``ValueError`` if not.
+
+How the work is laid out. Points are processed in blocks, transposed so that the
+points of a block are the contiguous, innermost axis of every inner loop: a layer is
+then a small matrix product ``W_l^T @ H`` whose rows are long runs of points, which
+vectorises for any layer widths (widths of 2 or 16 give no useful SIMD on their own).
+A block's columns hold several *slabs* of ``nb`` points each:
+
+- forward mode (``n0 <= nL``): slab 0 holds the activations, slab ``1 + j`` the tangent
+  ``∂A_l/∂x_j``, carried through the layers as ``J_l = act'(Z_l) ⊙ (W_l^T J_{l-1})``;
+- reverse mode (``n0 > nL``): one forward pass keeps every layer's activations, then
+  slab ``k`` carries the cotangent of output ``k`` back, ``G_{l-1} = act'(Z_{l-1}) ⊙
+  (W_l G_l)``, so the cost grows with the outputs instead of the inputs;
+- the Sobolev loss runs forward mode with a single tangent slab whose direction is
+  ``which[i]`` point by point: the values and exactly the needed Jacobian column, in one
+  pass, without forming any Jacobian.
+
+Work items are (network, block of points) pairs; the parallel variants hand contiguous
+ranges of items to the threads, and each range allocates its scratch once.
+"""
+
+import numpy as np
+from numba import config, prange
+from numba.extending import overload
+
+from fastbp.kernels._config import kernel
+from fastbp.kernels.activations import exp, like, sigmoid
+from fastbp.kernels.codes import IDENTITY, SIGMOID, SOFTMAX, TANH
+
+FORWARD = 0
+REVERSE = 1
+
+# A block holds about this many columns (slabs x points): its scratch stays in L1/L2.
+BLOCK_COLUMNS = 512
+MAX_POINTS_PER_BLOCK = 128
+# Below this many multiply-adds one thread finishes before a second one has started.
+PARALLEL_MIN_WORK = 1 << 17
+# The parallel variants hand out this many ranges of work items (fewer if there are
+# fewer items): several per thread for load balance, each allocating scratch once.
+MAX_CHUNKS = max(32, 4 * config.NUMBA_NUM_THREADS)
+
+
+# Constant arguments between kernels: a literal such as ``1`` or ``True`` would make
+# Numba compile the callee once more, specialised on that value.
+ZERO, ONE, TWO, NONE = np.int64(0), np.int64(1), np.int64(2), np.int64(-1)
+NO, YES = np.bool_(False), np.bool_(True)
+
+# --------------------------------------------------------------------------- layout
+
+
+@kernel
+def n_layers(spec):
+    return spec.shape[0] - 4
+
+
+@kernel
+def n_params(spec):
+    """Length ``D`` of theta for the architecture ``spec``."""
+    total = 0
+    for layer in range(1, spec.shape[0] - 3):
+        total += spec[2 + layer] * spec[3 + layer] + spec[3 + layer]
+    return total
+
+
+@kernel
+def n_params_before(spec, layer):
+    """Offset in theta of ``W_layer`` (layers counted from 1)."""
+    total = 0
+    for previous in range(1, layer):
+        total += spec[2 + previous] * spec[3 + previous] + spec[3 + previous]
+    return total
+
+
+@kernel
+def _max_width(spec):
+    width = 0
+    for k in range(3, spec.shape[0]):
+        width = max(width, spec[k])
+    return width
+
+
+def schedule(n_inputs, n_outputs, n_params, n_networks, n_points, n_slabs):
+    """How to run a call: ``(points per block, work items, parallel)``.
+
+    ``n_slabs`` columns per point: ``n_inputs + 1`` in forward mode, ``n_outputs`` in
+    reverse mode, 2 for the Sobolev loss. Plain Python, also compiled (``_schedule``),
+    so that the API layer and the kernels decide alike.
+    """
+    nb = BLOCK_COLUMNS // n_slabs
+    nb = max(8, min(MAX_POINTS_PER_BLOCK, nb - nb % 8))
+    n_items = n_networks * ((n_points + nb - 1) // nb)
+    # Multiply-adds: about n_params per point and slab (weights dominate biases).
+    work = n_networks * n_points * n_params * (n_slabs + 1)
+    return nb, n_items, n_items > 1 and work >= PARALLEL_MIN_WORK
+
+
+def jacobian_slabs(n_inputs, n_outputs):
+    """``(mode, n_slabs)``: forward mode when there are no more inputs than outputs."""
+    if n_inputs <= n_outputs:
+        return FORWARD, n_inputs + 1
+    return REVERSE, n_outputs
+
+
+_schedule = kernel(schedule)
+_jacobian_slabs = kernel(jacobian_slabs)
+
+
+# --------------------------------------------------------------------------- population axis
+
+
+def as_population(theta):
+    """``theta`` as ``(P, D)``: a 1-D theta becomes a population of one (no copy)."""
+    return theta
+
+
+@overload(as_population, jit_options={"cache": True})
+def _as_population_overload(theta):
+    if theta.ndim == 1:
+        return lambda theta: theta.reshape((1, theta.shape[0]))
+    return lambda theta: theta
+
+
+def with_population_axis(theta, result):
+    """``result`` with a leading population axis of length 1 when theta is 1-D."""
+    return result
+
+
+@overload(with_population_axis, jit_options={"cache": True})
+def _with_population_axis_overload(theta, result):
+    if theta.ndim == 1:
+        return lambda theta, result: result.reshape((1,) + result.shape)
+    return lambda theta, result: result
+
+
+# --------------------------------------------------------------------------- block steps
+
+
+@kernel
+def tanh(z):
+    """``tanh(z)`` from one ``exp`` of ``-2|z|``, which vectorises (libm's tanh does not).
+
+    Absolute error about one unit in the last place of 1, so relative error grows as
+    ``|z|`` shrinks below 1e-3; the Jacobian uses ``1 - a²`` and loses nothing.
+    """
+    e = exp(like(z, -2.0) * abs(z))
+    one = like(z, 1.0)
+    a = (one - e) / (one + e)
+    return a if z >= like(z, 0.0) else -a
+
+
+@kernel
+def _accumulate(theta, p, offset, k_stride, i_stride, n_out, n_in, H, R, ncols):
+    """``R[k, c] += Σ_i M[k, i] H[i, c]`` for ``k < n_out``, ``c < ncols``, with
+    ``M[k, i] = theta[p, offset + k * k_stride + i * i_stride]`` (``W^T`` or ``W``).
+
+    Four outputs times four inputs per pass over the columns: each column of ``H`` is
+    loaded once for four outputs and each ``R`` element stored once for four inputs.
+    """
+    k = 0
+    while k + 4 <= n_out:
+        r0 = offset + k * k_stride
+        r1 = r0 + k_stride
+        r2 = r1 + k_stride
+        r3 = r2 + k_stride
+        i = 0
+        while i + 4 <= n_in:
+            c0 = i * i_stride
+            c1 = c0 + i_stride
+            c2 = c1 + i_stride
+            c3 = c2 + i_stride
+            a0, a1, a2, a3 = (
+                theta[p, r0 + c0],
+                theta[p, r0 + c1],
+                theta[p, r0 + c2],
+                theta[p, r0 + c3],
+            )
+            b0, b1, b2, b3 = (
+                theta[p, r1 + c0],
+                theta[p, r1 + c1],
+                theta[p, r1 + c2],
+                theta[p, r1 + c3],
+            )
+            d0, d1, d2, d3 = (
+                theta[p, r2 + c0],
+                theta[p, r2 + c1],
+                theta[p, r2 + c2],
+                theta[p, r2 + c3],
+            )
+            e0, e1, e2, e3 = (
+                theta[p, r3 + c0],
+                theta[p, r3 + c1],
+                theta[p, r3 + c2],
+                theta[p, r3 + c3],
+            )
+            for c in range(ncols):
+                h0 = H[i, c]
+                h1 = H[i + 1, c]
+                h2 = H[i + 2, c]
+                h3 = H[i + 3, c]
+                R[k, c] += a0 * h0 + a1 * h1 + a2 * h2 + a3 * h3
+                R[k + 1, c] += b0 * h0 + b1 * h1 + b2 * h2 + b3 * h3
+                R[k + 2, c] += d0 * h0 + d1 * h1 + d2 * h2 + d3 * h3
+                R[k + 3, c] += e0 * h0 + e1 * h1 + e2 * h2 + e3 * h3
+            i += 4
+        while i + 2 <= n_in:
+            c0 = i * i_stride
+            c1 = c0 + i_stride
+            a0, a1 = theta[p, r0 + c0], theta[p, r0 + c1]
+            b0, b1 = theta[p, r1 + c0], theta[p, r1 + c1]
+            d0, d1 = theta[p, r2 + c0], theta[p, r2 + c1]
+            e0, e1 = theta[p, r3 + c0], theta[p, r3 + c1]
+            for c in range(ncols):
+                h0 = H[i, c]
+                h1 = H[i + 1, c]
+                R[k, c] += a0 * h0 + a1 * h1
+                R[k + 1, c] += b0 * h0 + b1 * h1
+                R[k + 2, c] += d0 * h0 + d1 * h1
+                R[k + 3, c] += e0 * h0 + e1 * h1
+            i += 2
+        if i < n_in:
+            c0 = i * i_stride
+            a0, b0, d0, e0 = (
+                theta[p, r0 + c0],
+                theta[p, r1 + c0],
+                theta[p, r2 + c0],
+                theta[p, r3 + c0],
+            )
+            for c in range(ncols):
+                h0 = H[i, c]
+                R[k, c] += a0 * h0
+                R[k + 1, c] += b0 * h0
+                R[k + 2, c] += d0 * h0
+                R[k + 3, c] += e0 * h0
+        k += 4
+    while k < n_out:
+        r0 = offset + k * k_stride
+        i = 0
+        while i + 4 <= n_in:
+            c0 = i * i_stride
+            a0, a1 = theta[p, r0 + c0], theta[p, r0 + c0 + i_stride]
+            a2, a3 = theta[p, r0 + c0 + 2 * i_stride], theta[p, r0 + c0 + 3 * i_stride]
+            for c in range(ncols):
+                R[k, c] += a0 * H[i, c] + a1 * H[i + 1, c] + a2 * H[i + 2, c] + a3 * H[i + 3, c]
+            i += 4
+        while i < n_in:
+            a0 = theta[p, r0 + i * i_stride]
+            for c in range(ncols):
+                R[k, c] += a0 * H[i, c]
+            i += 1
+        k += 1
+
+
+# Slabs are addressed through row views: an index such as ``base + t`` could be
+# negative as far as the compiler knows, and its wraparound check stops vectorisation.
+
+
+@kernel
+def _start_rows(theta, p, bias_offset, n_out, R, nb, ncols):
+    """``R[k, :nb] <- b[k]`` (``bias_offset < 0``: 0) and ``R[k, nb:ncols] <- 0``."""
+    zero = R.dtype.type(0.0)
+    for k in range(n_out):
+        b = theta[p, bias_offset + k] if bias_offset >= 0 else zero
+        row = R[k, :nb]
+        for c in range(row.shape[0]):
+            row[c] = b
+        rest = R[k, nb:ncols]
+        for c in range(rest.shape[0]):
+            rest[c] = zero
+
+
+@kernel
+def _activate(code, R, n_out, nb, n_slabs, scratch):
+    """Slab 0 of ``R`` (pre-activations) <- ``act(Z)``, and the tangent slabs
+    ``1..n_slabs-1`` <- their product with the Jacobian of ``act`` at ``Z``."""
+    one = R.dtype.type(1.0)
+    zero = R.dtype.type(0.0)
+    first = scratch[0, :nb]
+    second = scratch[1, :nb]
+    if code == SOFTMAX:
+        # Column-wise softmax: the points of the block are the vector lanes.
+        for t in range(nb):
+            first[t] = R[0, t]
+            second[t] = zero
+        for k in range(1, n_out):
+            for t in range(nb):
+                first[t] = max(first[t], R[k, t])
+        for k in range(n_out):
+            for t in range(nb):
+                e = exp(R[k, t] - first[t])
+                R[k, t] = e
+                second[t] += e
+        for t in range(nb):
+            second[t] = one / second[t]
+        for k in range(n_out):
+            for t in range(nb):
+                R[k, t] *= second[t]
+        # Tangent u -> s ⊙ (u - <s, u>).
+        for s in range(1, n_slabs):
+            for t in range(nb):
+                first[t] = zero
+            for k in range(n_out):
+                u = R[k, s * nb : (s + 1) * nb]
+                for t in range(nb):
+                    first[t] += R[k, t] * u[t]
+            for k in range(n_out):
+                u = R[k, s * nb : (s + 1) * nb]
+                for t in range(nb):
+                    u[t] = R[k, t] * (u[t] - first[t])
+        return
+    if code == IDENTITY:
+        return
+    for k in range(n_out):
+        if code == SIGMOID:
+            for t in range(nb):
+                a = sigmoid(R[k, t])
+                R[k, t] = a
+                first[t] = a * (one - a)
+        elif code == TANH:
+            for t in range(nb):
+                a = tanh(R[k, t])
+                R[k, t] = a
+                first[t] = one - a * a
+        else:  # RELU
+            for t in range(nb):
+                z = R[k, t]
+                positive = z > zero
+                R[k, t] = z if positive else zero
+                first[t] = one if positive else zero
+        for s in range(1, n_slabs):
+            u = R[k, s * nb : (s + 1) * nb]
+            for t in range(nb):
+                u[t] *= first[t]
+
+
+@kernel
+def _scale_by_derivative(code, A, G, n_rows, nb, n_slabs):
+    """Every slab of ``G`` <- ``act'(Z) ⊙ G``, the derivative written in terms of the
+    activations ``A = act(Z)`` (element-wise hidden activations only)."""
+    one = G.dtype.type(1.0)
+    zero = G.dtype.type(0.0)
+    if code == IDENTITY:
+        return
+    for i in range(n_rows):
+        a = A[i, :nb]
+        for s in range(n_slabs):
+            g = G[i, s * nb : (s + 1) * nb]
+            if code == SIGMOID:
+                for t in range(nb):
+                    g[t] *= a[t] * (one - a[t])
+            elif code == TANH:
+                for t in range(nb):
+                    g[t] *= one - a[t] * a[t]
+            else:  # RELU
+                for t in range(nb):
+                    g[t] = g[t] if a[t] > zero else zero
+
+
+@kernel
+def _seed_cotangents(code, A, G, n_out, nb):
+    """Slab ``q`` of ``G`` <- ``∂A_L[q]/∂Z_L`` (row ``m``: with respect to ``Z_L[m]``)."""
+    one = G.dtype.type(1.0)
+    zero = G.dtype.type(0.0)
+    for q in range(n_out):
+        for m in range(n_out):
+            g = G[m, q * nb : (q + 1) * nb]
+            if code == SOFTMAX:
+                delta = one if m == q else zero
+                for t in range(nb):
+                    g[t] = A[q, t] * (delta - A[m, t])
+            elif m != q:
+                for t in range(nb):
+                    g[t] = zero
+            elif code == SIGMOID:
+                for t in range(nb):
+                    g[t] = A[m, t] * (one - A[m, t])
+            else:  # IDENTITY
+                for t in range(nb):
+                    g[t] = one
+
+
+@kernel
+def _forward_block(spec, thetas, p, X, start, nb, n_slabs, which, buffers, keep_all, scratch):
+    """Forward pass of network ``p`` over points ``start .. start+nb``; returns the
+    index of the buffer holding the output layer.
+
+    ``n_slabs == 1``: values only. Otherwise tangent slab ``s`` starts as ``e_{s-1}``
+    (``which`` empty) or as ``e_{which[i]}`` (one slab; 0 where ``which[i] < 0``).
+    ``keep_all``: layer ``l`` goes to ``buffers[l]`` (reverse mode needs them all);
+    else the two first buffers alternate.
+    """
+    hidden, output = spec[0], spec[1]
+    L = spec.shape[0] - 4
+    n0 = spec[3]
+    H = buffers[0]
+    for t in range(nb):
+        for j in range(n0):
+            H[j, t] = X[start + t, j]
+    ncols = nb * n_slabs
+    offset = 0
+    current = 0
+    for layer in range(1, L + 1):
+        n_in = spec[2 + layer]
+        n_out = spec[3 + layer]
+        bias = offset + n_in * n_out
+        target = layer if keep_all else layer % 2
+        R = buffers[target]
+        _start_rows(thetas, p, bias, n_out, R, nb, ncols)
+        # Layer 1 multiplies the values only: the tangents of the inputs are unit
+        # vectors, and W^T e_j is row j of W.
+        _accumulate(thetas, p, offset, ONE, n_out, n_out, n_in, H, R, nb if layer == 1 else ncols)
+        if layer == 1 and n_slabs > 1:
+            if which.shape[0] == 0:
+                for j in range(n_slabs - 1):
+                    for k in range(n_out):
+                        w = thetas[p, offset + j * n_out + k]
+                        u = R[k, (j + 1) * nb : (j + 2) * nb]
+                        for t in range(nb):
+                            u[t] = w
+            else:
+                for t in range(nb):
+                    j = which[start + t]
+                    if j >= 0:
+                        for k in range(n_out):
+                            R[k, nb + t] = thetas[p, offset + j * n_out + k]
+        _activate(output if layer == L else hidden, R, n_out, nb, n_slabs, scratch)
+        H = R
+        current = target
+        offset = bias + n_out
+    return current
+
+
+@kernel
+def _sobolev_block(spec, thetas, p, X, T, which, start, nb, buffers, scratch):
+    """``Σ_i ½ ‖prediction_i - T_i‖²`` over the points of one block."""
+    nL = spec[spec.shape[0] - 1]
+    last = _forward_block(spec, thetas, p, X, start, nb, TWO, which, buffers, NO, scratch)
+    R = buffers[last]
+    total = R.dtype.type(0.0)
+    half = R.dtype.type(0.5)
+    for t in range(nb):
+        column = t if which[start + t] < 0 else nb + t
+        for k in range(nL):
+            r = R[k, column] - T[start + t, k]
+            total += half * r * r
+    return total
+
+
+# --------------------------------------------------------------------------- work items
+
+
+@kernel
+def jacobian_items(spec, thetas, X, A, J, mode, first, stop):
+    """Outputs and input Jacobians for work items ``first .. stop``, serially.
+
+    Item ``q`` is network ``q // blocks`` on block ``q % blocks`` of the points.
+    thetas (P, D); X (n, n0); A (P, n, nL), or (0, 0, 0) to skip the outputs;
+    J (P, n, nL, n0); ``mode`` FORWARD or REVERSE.
+    """
+    L = spec.shape[0] - 4
+    n0 = spec[3]
+    nL = spec[spec.shape[0] - 1]
+    n = X.shape[0]
+    reverse = mode == REVERSE
+    n_slabs = nL if reverse else n0 + 1
+    nb, _, _ = _schedule(n0, nL, thetas.shape[1], ONE, n, n_slabs)
+    blocks = (n + nb - 1) // nb
+    # Forward mode alternates two buffers; reverse mode keeps every layer's activations
+    # and alternates two more for the cotangents.
+    n_buffers = L + 3 if reverse else 2
+    buffers = np.zeros((n_buffers, _max_width(spec), n_slabs * nb), dtype=thetas.dtype)
+    scratch = np.empty((2, nb), dtype=thetas.dtype)
+    empty = np.empty(0, dtype=np.int64)
+    for item in range(first, stop):
+        p = item // blocks
+        start = (item % blocks) * nb
+        size = min(nb, n - start)
+        forward_slabs = ONE if reverse else n_slabs
+        last = _forward_block(
+            spec, thetas, p, X, start, size, forward_slabs, empty, buffers, reverse, scratch
+        )
+        R = buffers[last]
+        if A.shape[0] > 0:
+            for t in range(size):
+                for k in range(nL):
+                    A[p, start + t, k] = R[k, t]
+        if not reverse:
+            for t in range(size):
+                for k in range(nL):
+                    for j in range(n0):
+                        J[p, start + t, k, j] = R[k, (j + 1) * size + t]
+            continue
+        # Slab k of the cotangents: ∂A_L[k]/∂(layer), carried down to the inputs.
+        G = buffers[L + 1]
+        _seed_cotangents(spec[1], R, G, nL, size)
+        ncols = nL * size
+        for layer in range(L, 0, -1):
+            n_in = spec[2 + layer]
+            n_out = spec[3 + layer]
+            Gp = buffers[L + 1 + (L - layer + 1) % 2]
+            _start_rows(thetas, p, NONE, n_in, Gp, ZERO, ncols)
+            offset = n_params_before(spec, layer)
+            _accumulate(thetas, p, offset, n_out, ONE, n_in, n_out, G, Gp, ncols)
+            if layer > 1:
+                _scale_by_derivative(spec[0], buffers[layer - 1], Gp, n_in, size, nL)
+            G = Gp
+        for t in range(size):
+            for k in range(nL):
+                for j in range(n0):
+                    J[p, start + t, k, j] = G[j, k * size + t]
+
+
+@kernel(parallel=True)
+def jacobian_items_parallel(spec, thetas, X, A, J, mode, n_items):
+    """``jacobian_items`` for items ``0 .. n_items`` on all threads."""
+    chunks = min(n_items, MAX_CHUNKS)
+    for chunk in prange(chunks):
+        first = chunk * n_items // chunks
+        stop = (chunk + 1) * n_items // chunks
+        jacobian_items(spec, thetas, X, A, J, mode, first, stop)
+
+
+@kernel
+def sobolev_items(spec, thetas, X, T, which, partial, first, stop):
+    """``partial[p, block]``: the Sobolev misfit sums of work items ``first .. stop``.
+
+    partial (P, blocks), with blocks of ``_schedule(..., n_slabs=2)[0]`` points.
+    """
+    n = X.shape[0]
+    nb, _, _ = _schedule(spec[3], spec[spec.shape[0] - 1], thetas.shape[1], ONE, n, TWO)
+    blocks = partial.shape[1]
+    buffers = np.zeros((2, _max_width(spec), 2 * nb), dtype=thetas.dtype)
+    scratch = np.empty((2, nb), dtype=thetas.dtype)
+    for item in range(first, stop):
+        p = item // blocks
+        start = (item % blocks) * nb
+        partial[p, item % blocks] = _sobolev_block(
+            spec, thetas, p, X, T, which, start, min(nb, n - start), buffers, scratch
+        )
+
+
+@kernel(parallel=True)
+def sobolev_items_parallel(spec, thetas, X, T, which, partial, n_items):
+    """``sobolev_items`` for items ``0 .. n_items`` on all threads."""
+    chunks = min(n_items, MAX_CHUNKS)
+    for chunk in prange(chunks):
+        first = chunk * n_items // chunks
+        stop = (chunk + 1) * n_items // chunks
+        sobolev_items(spec, thetas, X, T, which, partial, first, stop)
+
+
+@kernel
+def sobolev_mean(partial, n, out):
+    """``out[p] <- (1/n) Σ_block partial[p, block]``, summed in block order."""
+    scale = out.dtype.type(1.0) / n
+    for p in range(partial.shape[0]):
+        total = out.dtype.type(0.0)
+        for block in range(partial.shape[1]):
+            total += partial[p, block]
+        out[p] = total * scale
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+@kernel
+def population_jacobian(spec, thetas, X, A, J, mode, parallel):
+    """Outputs and input Jacobians of the ``P`` networks in ``thetas`` (P, D).
+
+    A (P, n, nL), or (0, 0, 0) to skip the outputs; J (P, n, nL, n0); ``mode``
+    FORWARD or REVERSE; ``parallel``: use the threads.
+    """
+    n0 = spec[3]
+    nL = spec[spec.shape[0] - 1]
+    n_slabs = nL if mode == REVERSE else n0 + 1
+    _, n_items, _ = _schedule(n0, nL, thetas.shape[1], thetas.shape[0], X.shape[0], n_slabs)
+    if parallel and n_items > 1:
+        jacobian_items_parallel(spec, thetas, X, A, J, mode, n_items)
+    else:
+        jacobian_items(spec, thetas, X, A, J, mode, ZERO, n_items)
+
+
+@kernel
+def population_sobolev(spec, thetas, X, T, which, out, parallel):
+    """Sobolev losses ``out[p]`` of the ``P`` networks in ``thetas`` (P, D)."""
+    n0 = spec[3]
+    nL = spec[spec.shape[0] - 1]
+    nb, n_items, _ = _schedule(n0, nL, thetas.shape[1], thetas.shape[0], X.shape[0], TWO)
+    partial = np.empty((thetas.shape[0], (X.shape[0] + nb - 1) // nb), dtype=out.dtype)
+    if parallel and n_items > 1:
+        sobolev_items_parallel(spec, thetas, X, T, which, partial, n_items)
+    else:
+        sobolev_items(spec, thetas, X, T, which, partial, ZERO, n_items)
+    sobolev_mean(partial, X.shape[0], out)
+
+
+@kernel
+def _check_network(spec, thetas, X):
+    if thetas.shape[1] != n_params(spec):
+        raise ValueError("theta's length does not match spec")
+    if X.shape[1] != spec[3]:
+        raise ValueError("X must have shape (n, n0)")
+
+
+@kernel
+def input_jacobian(spec, theta, X, J):
+    """``J <- ∂A_L/∂X`` per point: J (n, nL, n0), or (P, n, nL, n0) for theta (P, D)."""
+    thetas = as_population(theta)
+    Js = with_population_axis(theta, J)
+    _check_network(spec, thetas, X)
+    n0 = spec[3]
+    nL = spec[spec.shape[0] - 1]
+    if Js.shape != (thetas.shape[0], X.shape[0], nL, n0):
+        raise ValueError("J must have shape (n, nL, n0) or (P, n, nL, n0)")
+    mode, n_slabs = _jacobian_slabs(n0, nL)
+    _, _, parallel = _schedule(n0, nL, thetas.shape[1], thetas.shape[0], X.shape[0], n_slabs)
+    no_values = np.empty((0, 0, 0), dtype=Js.dtype)
+    population_jacobian(spec, thetas, X, no_values, Js, mode, parallel)
+
+
+@kernel
+def forward_and_jacobian(spec, theta, X, A, J):
+    """``A <- A_L(X)`` and ``J <- ∂A_L/∂X``: A (n, nL) and J (n, nL, n0), each with a
+    leading P axis for theta (P, D)."""
+    thetas = as_population(theta)
+    As = with_population_axis(theta, A)
+    Js = with_population_axis(theta, J)
+    _check_network(spec, thetas, X)
+    n0 = spec[3]
+    nL = spec[spec.shape[0] - 1]
+    if Js.shape != (thetas.shape[0], X.shape[0], nL, n0):
+        raise ValueError("J must have shape (n, nL, n0) or (P, n, nL, n0)")
+    if As.shape != (thetas.shape[0], X.shape[0], nL):
+        raise ValueError("A must have shape (n, nL) or (P, n, nL)")
+    mode, n_slabs = _jacobian_slabs(n0, nL)
+    _, _, parallel = _schedule(n0, nL, thetas.shape[1], thetas.shape[0], X.shape[0], n_slabs)
+    population_jacobian(spec, thetas, X, As, Js, mode, parallel)
+
+
+@kernel
+def sobolev_loss(spec, theta, X, T, which, out):
+    """``out[p] <- (1/n) Σ_i ½ ‖prediction_i - T_i‖²``: out (P,), or (1,) for theta (D,).
+
+    ``prediction_i`` is ``A_L(X_i)`` where ``which[i] == -1`` and ``∂A_L/∂x_j (X_i)``
+    where ``which[i] == j``; X (n, n0) with n >= 1, T (n, nL), which int64 (n,).
+    """
+    thetas = as_population(theta)
+    _check_network(spec, thetas, X)
+    n = X.shape[0]
+    n0 = spec[3]
+    nL = spec[spec.shape[0] - 1]
+    if T.shape != (n, nL) or which.shape[0] != n or n == 0:
+        raise ValueError("T must have shape (n, nL) and which (n,), with n >= 1")
+    if out.shape[0] != thetas.shape[0]:
+        raise ValueError("out must have shape (P,), or (1,) for a 1-D theta")
+    for i in range(n):
+        if which[i] < -1 or which[i] >= n0:
+            raise ValueError("which must hold -1 (a value) or an input index 0..n0-1")
+    _, _, parallel = _schedule(n0, nL, thetas.shape[1], thetas.shape[0], n, TWO)
+    population_sobolev(spec, thetas, X, T, which, out, parallel)
