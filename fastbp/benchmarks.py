@@ -79,6 +79,11 @@ class Settings:
     threads : int or None
         The PyTorch thread count (see `thread_limit` for the other libraries); None
         leaves PyTorch's default.
+    settle_seconds : float
+        Pause before each timed round. OpenBLAS threads spin for about 0.1 s after a
+        call before they sleep; without the pause, the implementation timed next
+        shares the cores with the spinning threads of the one timed before (seen here:
+        2 to 5 times slower, whichever of NumPy and fastbp came second).
     """
 
     dtype: type = np.float64
@@ -86,6 +91,7 @@ class Settings:
     min_seconds: float = 0.02
     peers: tuple = OPTIONAL_PEERS
     threads: int | None = None
+    settle_seconds: float = 0.15
 
 
 @dataclass(frozen=True)
@@ -210,6 +216,7 @@ def _time(functions, settings):
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
             function, count = functions[name], calls[name]
+            time.sleep(settings.settle_seconds)
             start = time.perf_counter()
             for _ in range(count):
                 function()

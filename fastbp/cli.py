@@ -343,7 +343,7 @@ def _demo_gradcheck():
 
 
 def _demo_speed(repeats):
-    settings = benchmarks.Settings(repeats=repeats, min_seconds=0.01, peers=())
+    settings = benchmarks.Settings(repeats=repeats, min_seconds=0.01, peers=(), settle_seconds=0.1)
     print(
         f"speed-up of fastbp over the NumPy reference (float64, median of {repeats} "
         f"repeats, both measured side by side):"
@@ -369,7 +369,7 @@ def _demo(args):
         _demo_digits(epochs)
         _demo_iris(20 if args.quick else _IRIS_EPOCHS)
         gradient_ok = _demo_gradcheck()
-        _demo_speed(3 if args.quick else 7)
+        _demo_speed(3 if args.quick else 5)
     print(f"demo finished in {time.perf_counter() - start:.1f} s")
     return 0 if gradient_ok else 1
 
@@ -393,6 +393,7 @@ def _bench_settings(args):
         min_seconds=0.005 if args.quick else 0.02,
         peers=peers,
         threads=args.threads,
+        settle_seconds=0.1 if args.quick else 0.15,
     )
 
 
