@@ -14,8 +14,16 @@ one float dtype, float32 or float64, except ``spec`` and ``which``)::
 - ``A``: ``(n, nL)`` or ``(P, n, nL)``; ``J``: ``(n, nL, n0)`` or ``(P, n, nL, n0)``,
   ``J[.., i, k, j] = ∂A_L[i, k] / ∂X[i, j]``; ``out``: ``(1,)`` or ``(P,)`` losses.
 
-Each kernel writes its results into the arrays it is given and returns nothing; they
-check that the shapes agree with ``spec`` and raise ``ValueError`` if not.
+Each writes its results into the arrays it is given and returns nothing, after checking
+that the shapes (and ``which``) agree with ``spec`` (``ValueError`` if not), and picks
+the mode and whether to use threads by itself. The API layer calls the kernels below
+them directly (``jacobian_items`` / ``jacobian_items_parallel``, ``sobolev_items`` /
+``sobolev_items_parallel`` and ``sobolev_mean``, planned by the plain-Python
+``jacobian_slabs`` and ``schedule``), which trust their arguments.
+
+Example, a swarm step inside ``@njit`` code (``losses`` of shape ``(P,)``)::
+
+    sobolev_loss(spec, positions, X, T, which, losses)
 
 How the work is laid out. Points are processed in blocks, transposed so that the
 points of a block are the contiguous, innermost axis of every inner loop: a layer is
