@@ -8,50 +8,11 @@ of one, reshaped without a copy.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from fastbp import _backend, _validate, reference
 
-# Below this many bytes a result is allocated without asking how much memory is free.
-MEMORY_CHECK_BYTES = 1 << 28
 _NO_VALUES = {}
-
-
-def _available_bytes():
-    """Memory that can still be allocated: MemAvailable where Linux reports it, else the
-    free physical pages."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - not a POSIX system
-        return None
-
-
-def result(name, value, shape, dtype, label="J"):
-    """``value`` (the argument ``name``) checked as a result buffer, or a new ``label``
-    array, refused with MemoryError when it would not fit in the memory that is free."""
-    if value is None:
-        nbytes = dtype.itemsize
-        for length in shape:
-            nbytes *= length
-        if nbytes >= MEMORY_CHECK_BYTES:
-            available = _available_bytes()
-            if available is not None and nbytes > available:
-                what = " x ".join(str(length) for length in shape)
-                raise MemoryError(
-                    f"{label} of shape {shape} would take {what} x {dtype.itemsize} bytes = "
-                    f"{nbytes / 2**30:.1f} GiB, more than the {available / 2**30:.1f} GiB "
-                    "of memory available: pass fewer networks or points per call"
-                )
-    return _validate.out(name, value, shape, dtype)
 
 
 def _population(theta, *results):
@@ -99,7 +60,7 @@ def forward_and_jacobian(mlp, theta, X, *, backend=None, check_finite=True, out=
     lead = theta.shape[:-1] + (X.shape[0], mlp._sizes[-1])
     out_A, out_J = (None, None) if out is None else out
     A = _validate.out("out[0]", out_A, lead, theta.dtype)
-    J = result("out[1]", out_J, lead + (mlp._sizes[0],), theta.dtype)
+    J = _validate.out("out[1]", out_J, lead + (mlp._sizes[0],), theta.dtype, label="J")
     kernels = _backend.kernels(backend, "jacobian")
     if kernels is None:
         A[...], J[...] = reference.forward_and_jacobian(mlp, theta, X)
@@ -128,7 +89,7 @@ def input_jacobian(mlp, theta, X, *, backend=None, check_finite=True, out=None):
     """
     theta, X = _validate.network_args(mlp, theta, X, check_finite)
     lead = theta.shape[:-1] + (X.shape[0], mlp._sizes[-1])
-    J = result("out", out, lead + (mlp._sizes[0],), theta.dtype)
+    J = _validate.out("out", out, lead + (mlp._sizes[0],), theta.dtype, label="J")
     kernels = _backend.kernels(backend, "jacobian")
     if kernels is None:
         J[...] = reference.input_jacobian(mlp, theta, X)

@@ -7,7 +7,6 @@ hands it to a kernel in ``fastbp.kernels.softmax`` (or to ``fastbp.reference``).
 from __future__ import annotations
 
 from fastbp import _backend, _validate, reference
-from fastbp._jacobian import result as _result
 
 
 def _logits(Z, check_finite, *others):
@@ -65,7 +64,7 @@ def softmax_jacobian(Z, *, backend=None, check_finite=True, out=None):
     """
     Z = _logits(Z, check_finite)
     K = Z.shape[-1]
-    result = _result("out", out, Z.shape + (K,), Z.dtype)
+    result = _validate.out("out", out, Z.shape + (K,), Z.dtype, label="J")
     kernels = _backend.kernels(backend, "softmax")
     if kernels is None:
         result[...] = reference.softmax_jacobian(Z)

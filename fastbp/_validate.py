@@ -9,6 +9,7 @@ O(n) work (finiteness, label range) is one vectorised pass each, skipped with
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -157,9 +158,43 @@ def scalar(name, value):
     return number
 
 
-def out(name, value, shape, dtype):
-    """``value`` checked as a result buffer, or a new one when it is None."""
+# Below this many bytes a result is allocated without asking how much memory is free.
+MEMORY_CHECK_BYTES = 1 << 28
+
+
+def _available_bytes():
+    """Memory that can still be allocated: MemAvailable where Linux reports it, else the
+    free physical pages."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not a POSIX system
+        return None
+
+
+def out(name, value, shape, dtype, label="the result"):
+    """``value`` (the argument ``name``) checked as a result buffer, or a new array.
+
+    A new array of ``MEMORY_CHECK_BYTES`` or more is refused with MemoryError, naming
+    ``label`` and the size, when it would not fit in the memory that is free.
+    """
     if value is None:
+        nbytes = dtype.itemsize * math.prod(shape)
+        if nbytes >= MEMORY_CHECK_BYTES:
+            available = _available_bytes()
+            if available is not None and nbytes > available:
+                what = " x ".join(str(length) for length in shape)
+                raise MemoryError(
+                    f"{label} of shape {shape} would take {what} x {dtype.itemsize} bytes = "
+                    f"{nbytes / 2**30:.1f} GiB, more than the {available / 2**30:.1f} GiB "
+                    "of memory available: pass fewer networks or points per call"
+                )
         return np.empty(shape, dtype=dtype)
     if type(value) is not np.ndarray:
         raise TypeError(f"{name} must be a numpy array; got {type(value).__name__}")

@@ -112,6 +112,11 @@ class MLP:
     n_inputs = property(lambda self: self._sizes[0], doc="Input width ``n0``.")
     n_outputs = property(lambda self: self._sizes[-1], doc="Output width ``nL``.")
     n_layers = property(lambda self: len(self._sizes) - 1, doc="Number of weight layers ``L``.")
+    spec = property(
+        lambda self: self._spec,
+        doc="Read-only int64 array ``[hidden, output, loss, n0, ..., nL]``, the architecture "
+        "as the kernels in ``fastbp.kernels`` take it (for calls from your own ``@njit`` code).",
+    )
 
     def __repr__(self):
         return (

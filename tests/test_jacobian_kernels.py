@@ -5,7 +5,7 @@ import pytest
 from conftest import HIDDEN, make_problem
 
 import fastbp
-from fastbp import _jacobian, reference
+from fastbp import _validate, reference
 from fastbp.kernels import jacobian as kernels
 
 OUTPUTS = ("softmax", "sigmoid", "identity")
@@ -149,8 +149,8 @@ def test_out_buffers_are_reused_across_a_swarm_loop():
 def test_a_jacobian_larger_than_free_memory_is_refused(monkeypatch):
     net = fastbp.MLP([3, 4, 2], output="identity")
     theta, X, T = make_problem(net, n=50, population=7)
-    monkeypatch.setattr(_jacobian, "MEMORY_CHECK_BYTES", 0)
-    monkeypatch.setattr(_jacobian, "_available_bytes", lambda: 10_000)
+    monkeypatch.setattr(_validate, "MEMORY_CHECK_BYTES", 0)
+    monkeypatch.setattr(_validate, "_available_bytes", lambda: 10_000)
     with pytest.raises(MemoryError, match=r"J of shape \(7, 50, 2, 3\).*7 x 50 x 2 x 3 x 8 bytes"):
         fastbp.input_jacobian(net, theta, X)
     with pytest.raises(MemoryError, match="GiB"):

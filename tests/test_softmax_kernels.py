@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp import _jacobian, reference
+from fastbp import _validate, reference
 from fastbp.kernels import softmax as kernels
 
 FUNCTIONS = ("softmax", "softmax_jacobian", "softmax_vjp")
@@ -106,8 +106,8 @@ def test_out_is_reused():
 
 
 def test_a_jacobian_larger_than_free_memory_is_refused(monkeypatch):
-    monkeypatch.setattr(_jacobian, "MEMORY_CHECK_BYTES", 0)
-    monkeypatch.setattr(_jacobian, "_available_bytes", lambda: 1000)
+    monkeypatch.setattr(_validate, "MEMORY_CHECK_BYTES", 0)
+    monkeypatch.setattr(_validate, "_available_bytes", lambda: 1000)
     with pytest.raises(MemoryError, match=r"100 x 4 x 4 x 8 bytes"):
         fastbp.softmax_jacobian(np.ones((100, 4)))
     fastbp.softmax_jacobian(np.ones((100, 4)), out=np.empty((100, 4, 4)))  # no allocation
