@@ -25,7 +25,7 @@ shape ``(n, nL)``. Their population forms take ``theta`` and ``grad`` of shape `
     loss_and_grad_population(spec, theta, X, Y, l2, values, grad, check_finite, work) -> ok
 
 each with a ``*_parallel`` twin, compiled from the same source, that spreads the networks
-over threads. ``spec`` is ``MLP._spec`` (int64 ``[hidden, output, loss, n0, ..., nL]``);
+over threads. ``spec`` is ``MLP.spec`` (int64 ``[hidden, output, loss, n0, ..., nL]``);
 ``X`` is ``(n, n0)``; ``Y`` is ``(n, nL)`` floats or ``(n,)`` int64 labels; ``work`` is a
 1-D scratch array of the dtype with at least ``k * n * workspace_per_row(spec)`` entries,
 where ``k`` networks run at once (``networks_at_once(P)`` for the parallel twins, else 1).

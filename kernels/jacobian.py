@@ -8,7 +8,7 @@ one float dtype, float32 or float64, except ``spec`` and ``which``)::
     sobolev_loss(spec, theta, X, T, which, out)
 
 - ``spec``: int64 array ``[hidden_code, output_code, loss_code, n0, n1, ..., nL]``
-  (``MLP._spec``; codes from ``fastbp.kernels.codes``).
+  (``MLP.spec``; codes from ``fastbp.kernels.codes``).
 - ``theta``: ``(D,)`` or a population ``(P, D)``; per layer ``W_l.ravel()`` then ``b_l``.
 - ``X``: ``(n, n0)``; ``T``: ``(n, nL)``; ``which``: int64 ``(n,)`` in ``[-1, n0)``.
 - ``A``: ``(n, nL)`` or ``(P, n, nL)``; ``J``: ``(n, nL, n0)`` or ``(P, n, nL, n0)``,

@@ -55,7 +55,7 @@ def test_a_compiled_swarm_loop_calls_the_kernels():
     own_best, own_best_loss = np.empty_like(positions), np.empty(P)
 
     best = particle_swarm(
-        net._spec, X, T, which, positions, velocities, draws, own_best, own_best_loss
+        net.spec, X, T, which, positions, velocities, draws, own_best, own_best_loss
     )
 
     assert own_best_loss[best] < 0.5 * start.min()
@@ -67,7 +67,7 @@ def test_a_compiled_swarm_loop_calls_the_kernels():
     )
     theta = own_best[best]  # one network, 1-D theta
     J, A, J2 = np.empty((60, 1, 1)), np.empty((60, 1)), np.empty((60, 1, 1))
-    slopes_of_the_best(net._spec, theta, X, J, A, J2)
+    slopes_of_the_best(net.spec, theta, X, J, A, J2)
     A_ref, J_ref = reference.forward_and_jacobian(net, theta, X)
     np.testing.assert_allclose(J, J_ref, rtol=1e-10)
     np.testing.assert_allclose(J2, J_ref, rtol=1e-10)
@@ -78,8 +78,8 @@ def test_kernels_refuse_shapes_that_disagree_with_spec():
     net = fastbp.MLP([1, 6, 1], hidden="tanh", output="identity")
     theta, X = net.init(seed=0), np.zeros((5, 1))
     with pytest.raises(ValueError, match="theta"):
-        input_jacobian(net._spec, theta[:-1], X, np.empty((5, 1, 1)))
+        input_jacobian(net.spec, theta[:-1], X, np.empty((5, 1, 1)))
     with pytest.raises(ValueError, match="J must have shape"):
-        input_jacobian(net._spec, theta, X, np.empty((4, 1, 1)))
+        input_jacobian(net.spec, theta, X, np.empty((4, 1, 1)))
     with pytest.raises(ValueError, match="which"):
-        sobolev_loss(net._spec, theta, X, np.zeros((5, 1)), np.full(5, 1), np.empty(1))
+        sobolev_loss(net.spec, theta, X, np.zeros((5, 1)), np.full(5, 1), np.empty(1))
