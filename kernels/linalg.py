@@ -12,7 +12,9 @@ import numpy as np
 
 from fastbp.kernels._config import kernel
 
-BLAS_MIN_WORK = 1 << 16
+# Measured here: with 1 << 14 rather than 1 << 16, a digits training epoch (batches of 32
+# through 64-128-10) took 2.5 ms instead of 2.8 ms; tiny networks stay on the loops.
+BLAS_MIN_WORK = 1 << 14
 
 
 @kernel
