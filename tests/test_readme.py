@@ -16,3 +16,9 @@ def test_ci_runs_the_readme_test_command():
     assert len(test_commands) == 1
     ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert test_commands[0] in ci_lines
+
+
+def test_the_api_tour_runs():
+    text = (ROOT / "README.md").read_text()
+    tour = text.split("## A tour of the API", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    exec(compile(tour, "README.md (tour)", "exec"), {})
