@@ -59,11 +59,6 @@ def _import(name):
             stacklevel=4,
         )
         return None
-    try:
-        module = importlib.import_module(f"fastbp.kernels.{name}")
-    except ModuleNotFoundError as error:
-        if error.name == f"fastbp.kernels.{name}":  # not written yet: use the reference
-            return None
-        raise
+    module = importlib.import_module(f"fastbp.kernels.{name}")
     _modules[name] = module
     return module

@@ -366,6 +366,8 @@ def train_epoch(mlp, theta, X, Y, l2, order, batch_size, optimizer, state, step)
     steps): returns ``(mean_loss, step, diverged_at)``, with ``state`` (3, D) holding the
     optimiser's moments and the parameters before the last step.
     """
+    from fastbp.training import SGD  # the optimisers' module imports this one
+
     n = X.shape[0]
     total = 0.0
     for batch, start in enumerate(range(0, n, batch_size)):
@@ -377,7 +379,7 @@ def train_epoch(mlp, theta, X, Y, l2, order, batch_size, optimizer, state, step)
             return total / max(start, 1), step, batch
         state[2] = theta
         step += 1
-        if type(optimizer).__name__ == "SGD":
+        if isinstance(optimizer, SGD):
             if optimizer.momentum == 0:
                 theta -= optimizer.lr * grad
             else:
