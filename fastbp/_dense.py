@@ -158,6 +158,7 @@ def loss_and_grad(mlp, theta, X, Y, l2=0.0, *, backend=None, check_finite=True, 
         grad = np.empty_like(theta)
     else:
         grad = _validate.out("out", out, theta.shape, theta.dtype)
+        _validate.separate("out", grad, theta=theta, X=X)
     if kernels is None:
         _check_values(mlp, theta, X, Y, check_finite)
         value, grad[...] = reference.loss_and_grad(mlp, theta, X, Y, l2)

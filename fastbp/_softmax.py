@@ -100,6 +100,8 @@ def softmax_vjp(Z, G, *, backend=None, check_finite=True, out=None):
     if check_finite:
         _validate.finite("G", G)
     result = _validate.out("out", out, Z.shape, Z.dtype)
+    if out is not None:
+        _validate.separate("out", result, Z=Z, G=G)
     kernels = _backend.kernels(backend, "softmax")
     if kernels is None:
         result[...] = reference.softmax_vjp(Z, G)

@@ -239,6 +239,13 @@ def kernel_ready(net, theta, X, Y):
     return theta.flags.c_contiguous and X.flags.c_contiguous and Y.flags.c_contiguous
 
 
+def separate(name, result, **inputs):
+    """Refuse a result buffer that overlaps an input the kernel still reads."""
+    for input_name, array in inputs.items():
+        if np.may_share_memory(result, array):
+            raise ValueError(f"{name} must not share memory with {input_name}")
+
+
 def network_args(net, theta_value, X_value, check_finite):
     """Checked ``(theta, X)`` converted to their common float dtype."""
     mlp(net)

@@ -87,9 +87,9 @@ def gradcheck(f, theta, eps=1e-6):
     work = point.copy()
     for i in range(point.size):
         work[i] = point[i] + eps
-        plus = float(f(work)[0])
+        plus = float(f(work.copy())[0])
         work[i] = point[i] - eps
-        minus = float(f(work)[0])
+        minus = float(f(work.copy())[0])
         work[i] = point[i]
         numeric[i] = (plus - minus) / (2 * eps)
     difference = np.abs(grad - numeric)

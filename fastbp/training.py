@@ -13,20 +13,27 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fastbp import _backend, _dense, _validate, reference
+from fastbp import _backend, _dense, reference
 
 __all__ = ["SGD", "Adam", "TrainingDiverged", "train"]
 
 
+def _number(name, value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number; got {value!r}") from None
+
+
 def _positive(name, value):
-    value = float(value)
+    value = _number(name, value)
     if not value > 0 or not np.isfinite(value):
         raise ValueError(f"{name} must be a positive number; got {value}")
     return value
 
 
 def _fraction(name, value):
-    value = float(value)
+    value = _number(name, value)
     if not 0.0 <= value < 1.0:
         raise ValueError(f"{name} must be in [0, 1); got {value}")
     return value
@@ -188,10 +195,14 @@ def train(
     if not isinstance(optimizer, (SGD, Adam)):
         raise TypeError(f"optimizer must be fastbp.SGD or fastbp.Adam; got {optimizer!r}")
     if validation is not None:
+        if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+            raise TypeError("validation must be a pair (X_val, Y_val)")
         X_val, Y_val = validation
-        X_val = _validate.as_float(_validate.inputs(mlp, X_val), theta.dtype)
-        Y_val, _ = _validate.targets(mlp, Y_val, X_val.shape[0])
-        _validate.nonempty("validation X", X_val)
+        try:
+            X_val, Y_val, _ = _dense._loss_args(mlp, theta, X_val, Y_val, 0.0)[1:]
+            _dense._check_values(mlp, theta, X_val, Y_val, check_finite)
+        except ValueError as error:
+            raise ValueError(f"validation data: {error}") from None
     theta = theta.copy()
     n = X.shape[0]
     batch_size = min(batch_size, n)

@@ -18,7 +18,7 @@ from numba import types
 from numba.extending import intrinsic, overload
 
 from fastbp.kernels._config import kernel, ordered
-from fastbp.kernels.codes import IDENTITY, RELU, SIGMOID, SOFTMAX, TANH
+from fastbp.kernels.codes import IDENTITY, RELU, SIGMOID, TANH
 
 _LOG2E = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01  # ln 2 split so that k * _LN2_HI is exact
@@ -183,7 +183,7 @@ def sigmoid(z):
 
 @kernel
 def activate_rows(code, Z):
-    """``Z <- act(Z)`` in place, for a 2-D array of pre-activations (rows are samples)."""
+    """``Z <- act(Z)`` in place, element by element (sigmoid, tanh, relu, identity)."""
     n, m = Z.shape
     if code == SIGMOID:
         for i in range(n):
@@ -198,34 +198,14 @@ def activate_rows(code, Z):
         for i in range(n):
             for j in range(m):
                 Z[i, j] = max(Z[i, j], zero)
-    elif code == SOFTMAX:
-        for i in range(n):
-            softmax_row(Z[i], Z[i])
     # IDENTITY: nothing to do
-
-
-@kernel
-def softmax_row(z, out):
-    """``out <- softmax(z)`` for one row; ``out`` may be ``z``. Returns log Σ exp(z - max)."""
-    m = z[0]
-    for k in range(1, z.shape[0]):
-        m = max(m, z[k])
-    total = z.dtype.type(0.0)
-    for k in range(z.shape[0]):
-        e = exp(z[k] - m)
-        out[k] = e
-        total += e
-    inverse = z.dtype.type(1.0) / total
-    for k in range(z.shape[0]):
-        out[k] *= inverse
-    return math.log(total)
 
 
 @kernel
 def multiply_by_derivative(code, A, G):
     """``G <- G * act'(Z)`` in place, with the derivative written in terms of ``A = act(Z)``.
 
-    For element-wise activations only (softmax needs ``softmax_vjp_row``).
+    For element-wise activations only (the softmax's is ``kernels.softmax``'s VJP).
     """
     n, m = G.shape
     one = G.dtype.type(1.0)
@@ -246,14 +226,3 @@ def multiply_by_derivative(code, A, G):
                 G[i, j] = G[i, j] if A[i, j] > zero else zero
     elif code != IDENTITY:
         raise ValueError("multiply_by_derivative: not an element-wise activation code")
-
-
-@kernel
-def softmax_vjp_row(s, g, out):
-    """``out <- s * (g - Σ g s)``: the product ``g @ J`` with ``J`` the softmax Jacobian at
-    the probabilities ``s``. ``out`` may be ``g``."""
-    dot = s.dtype.type(0.0)
-    for k in range(s.shape[0]):
-        dot += g[k] * s[k]
-    for k in range(s.shape[0]):
-        out[k] = s[k] * (g[k] - dot)

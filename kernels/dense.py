@@ -126,6 +126,41 @@ def _targets_ok_overload(Y, spec, check_finite):
     return lambda Y, spec, check_finite: not check_finite or _all_finite(Y)
 
 
+@kernel
+def _check_network_call(spec, theta, X, work, networks_at_once):
+    """The shape checks for calls from ``@njit`` code (the API has made them already)."""
+    D = 0
+    for at in range(3, spec.shape[0] - 1):
+        D += (spec[at] + 1) * spec[at + 1]
+    if theta.shape[-1] != D:
+        raise ValueError("theta's last axis does not match spec (its n_params)")
+    if X.shape[1] != spec[3]:
+        raise ValueError("X must have spec[3] columns (the network's inputs)")
+    if work.shape[0] < networks_at_once * X.shape[0] * workspace_per_row(spec):
+        raise ValueError("work is shorter than n * workspace_per_row(spec)")
+
+
+def _check_targets(Y, spec, n):
+    pass
+
+
+@overload(_check_targets, jit_options={"cache": True})
+def _check_targets_overload(Y, spec, n):
+    if Y.ndim == 1:
+
+        def labels(Y, spec, n):
+            if Y.shape[0] != n:
+                raise ValueError("Y must have one label per row of X")
+
+        return labels
+
+    def targets(Y, spec, n):
+        if Y.shape[0] != n or Y.shape[1] != spec[spec.shape[0] - 1]:
+            raise ValueError("Y must have shape (n, nL): rows of X, outputs of spec")
+
+    return targets
+
+
 # --------------------------------------------------------------------------- layers
 
 
@@ -368,7 +403,7 @@ def _network_loss(spec, theta, X, Y, l2, work):
     delta = work[delta_at : delta_at + n_out * n].reshape((n_out, n))
     temps_at = delta_at + 2 * widest * n
     temps = work[temps_at : temps_at + 3 * n].reshape((3, n))
-    scale = like(work[0], 1.0) / n
+    scale = like(work[0], 1.0) / like(work[0], n)  # stays float32 for float32
     total = _output_loss_and_delta(spec[1], spec[2], Z, Y, delta, temps, scale) / n
     if l2 != 0.0:
         penalty = 0.0
@@ -455,6 +490,9 @@ def networks_at_once(P):
 @kernel
 def forward(spec, theta, X, out, check_finite, work):
     """Outputs of the network ``theta`` (D,) into ``out`` (n, nL); False if rejected."""
+    _check_network_call(spec, theta, X, work, 1)
+    if out.shape[0] != X.shape[0] or out.shape[1] != spec[spec.shape[0] - 1]:
+        raise ValueError("out must have shape (n, nL)")
     if not _inputs_ok(theta, X, check_finite):
         return False
     if X.shape[0] > 0:
@@ -465,6 +503,8 @@ def forward(spec, theta, X, out, check_finite, work):
 @kernel
 def loss(spec, theta, X, Y, l2, check_finite, work):
     """Loss of the network ``theta`` (D,); NaN if an input was rejected."""
+    _check_network_call(spec, theta, X, work, 1)
+    _check_targets(Y, spec, X.shape[0])
     if not _inputs_ok(theta, X, check_finite) or not _targets_ok(Y, spec, check_finite):
         return math.nan
     return _network_loss(spec, theta, X, Y, l2, work)
@@ -473,12 +513,21 @@ def loss(spec, theta, X, Y, l2, check_finite, work):
 @kernel
 def loss_and_grad(spec, theta, X, Y, l2, grad, check_finite, work):
     """Loss of the network ``theta`` (D,), gradient into ``grad``; NaN if rejected."""
+    _check_network_call(spec, theta, X, work, 1)
+    _check_targets(Y, spec, X.shape[0])
+    if grad.shape != theta.shape:
+        raise ValueError("grad must have the shape of theta")
     if not _inputs_ok(theta, X, check_finite) or not _targets_ok(Y, spec, check_finite):
         return math.nan
     return network_loss_and_grad(spec, theta, X, Y, l2, grad, work)
 
 
 def _forward_population(spec, theta, X, out, check_finite, work):
+    _check_network_call(spec, theta, X, work, 1)
+    if out.shape[0] != theta.shape[0] or out.shape[1] != X.shape[0]:
+        raise ValueError("out must have shape (P, n, nL)")
+    if out.shape[2] != spec[spec.shape[0] - 1]:
+        raise ValueError("out must have shape (P, n, nL)")
     if not _inputs_ok(theta, X, check_finite):
         return False
     P = theta.shape[0]
@@ -494,6 +543,10 @@ def _forward_population(spec, theta, X, out, check_finite, work):
 
 
 def _loss_population(spec, theta, X, Y, l2, values, check_finite, work):
+    _check_network_call(spec, theta, X, work, 1)
+    _check_targets(Y, spec, X.shape[0])
+    if values.shape[0] != theta.shape[0]:
+        raise ValueError("values must have one entry per network")
     if not _inputs_ok(theta, X, check_finite) or not _targets_ok(Y, spec, check_finite):
         return False
     P = theta.shape[0]
@@ -507,6 +560,10 @@ def _loss_population(spec, theta, X, Y, l2, values, check_finite, work):
 
 
 def _loss_and_grad_population(spec, theta, X, Y, l2, values, grad, check_finite, work):
+    _check_network_call(spec, theta, X, work, 1)
+    _check_targets(Y, spec, X.shape[0])
+    if values.shape[0] != theta.shape[0] or grad.shape != theta.shape:
+        raise ValueError("values must have one entry per network, grad theta's shape")
     if not _inputs_ok(theta, X, check_finite) or not _targets_ok(Y, spec, check_finite):
         return False
     P = theta.shape[0]

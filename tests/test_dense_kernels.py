@@ -69,6 +69,11 @@ def test_population_equals_stacked_singles_and_serial(dtype, labels):
     )
     np.testing.assert_array_equal(serial_values, values)
     np.testing.assert_array_equal(serial_grads, grads)
+    serial_losses, serial_outputs = np.empty_like(losses), np.empty_like(outputs)
+    assert dense.loss_population(net._spec, thetas, X, Yk, 0.1, serial_losses, True, work)
+    assert dense.forward_population(net._spec, thetas, X, serial_outputs, True, work)
+    np.testing.assert_array_equal(serial_losses, losses)
+    np.testing.assert_array_equal(serial_outputs, outputs)
 
 
 def test_large_layers_use_blas_and_still_match():
@@ -136,3 +141,31 @@ def test_workspace_is_reused_between_calls():
     first = _workspace.scratch(np.dtype(np.float64), 1)
     fastbp.loss_and_grad(net, theta, X, Y)
     assert _workspace.scratch(np.dtype(np.float64), 1) is first
+
+
+def test_kernels_called_directly_check_shapes():
+    from fastbp.kernels import dense
+
+    net = fastbp.MLP([3, 4, 2])
+    theta, X, Y = make_problem(net, n=5)
+    work = np.empty(5 * net._work_per_row)
+    grad = np.empty_like(theta)
+    calls = {
+        "X": lambda: dense.loss_and_grad(
+            net.spec, theta, X[:, :2].copy(), Y, 0.0, grad, True, work
+        ),
+        "theta": lambda: dense.loss_and_grad(net.spec, theta[:-1], X, Y, 0.0, grad, True, work),
+        "Y": lambda: dense.loss_and_grad(net.spec, theta, X, Y[:4], 0.0, grad, True, work),
+        "work": lambda: dense.loss_and_grad(net.spec, theta, X, Y, 0.0, grad, True, work[:9]),
+        "grad": lambda: dense.loss_and_grad(net.spec, theta, X, Y, 0.0, grad[:-1], True, work),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=name):
+            call()
+
+
+def test_out_may_not_overlap_the_inputs():
+    net = fastbp.MLP([3, 4, 2])
+    theta, X, Y = make_problem(net, n=5)
+    with pytest.raises(ValueError, match="out must not share memory with theta"):
+        fastbp.loss_and_grad(net, theta, X, Y, out=theta)

@@ -111,3 +111,9 @@ def test_a_jacobian_larger_than_free_memory_is_refused(monkeypatch):
     with pytest.raises(MemoryError, match=r"100 x 4 x 4 x 8 bytes"):
         fastbp.softmax_jacobian(np.ones((100, 4)))
     fastbp.softmax_jacobian(np.ones((100, 4)), out=np.empty((100, 4, 4)))  # no allocation
+
+
+def test_vjp_out_may_not_overlap_its_inputs():
+    Z, G = np.random.default_rng(0).standard_normal((2, 6, 4))
+    with pytest.raises(ValueError, match="out must not share memory with G"):
+        fastbp.softmax_vjp(Z, G, out=G)

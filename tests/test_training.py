@@ -133,6 +133,8 @@ def test_callback_progress_and_early_stop(capsys):
         (dict(batch_size=0), ValueError, "batch_size"),
         (dict(optimizer="sgd"), TypeError, "optimizer"),
         (dict(l2=-1.0), ValueError, "l2"),
+        (dict(validation=(1, 2, 3)), TypeError, "validation"),
+        (dict(validation=(np.full((2, 4), np.nan), np.array([0, 1]))), ValueError, "validation"),
     ],
 )
 def test_bad_training_options(options, error, words):
@@ -150,8 +152,9 @@ def test_bad_training_options(options, error, words):
         (lambda: fastbp.SGD(0.1, momentum=1.0), "momentum"),
         (lambda: fastbp.SGD(0.1, nesterov=True), "nesterov"),
         (lambda: fastbp.Adam(beta2=1.5), "beta2"),
+        (lambda: fastbp.SGD("fast"), "lr"),
     ],
 )
 def test_bad_optimizers(make, words):
-    with pytest.raises(ValueError, match=words):
+    with pytest.raises((ValueError, TypeError), match=words):
         make()
