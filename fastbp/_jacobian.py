@@ -39,7 +39,7 @@ def _jacobians(kernels, mlp, theta, X, A, J):
 def forward_and_jacobian(mlp, theta, X, *, backend=None, check_finite=True, out=None):
     """Outputs and input Jacobians, ``J[i, k, j] = ∂A_L[i, k] / ∂X[i, j]``.
 
-    Wraps the kernel ``fastbp.kernels.jacobian.forward_and_jacobian``.
+    Runs the kernels ``fastbp.kernels.jacobian.jacobian_items`` (or ``_parallel``).
 
     Parameters
     ----------
@@ -72,7 +72,7 @@ def forward_and_jacobian(mlp, theta, X, *, backend=None, check_finite=True, out=
 def input_jacobian(mlp, theta, X, *, backend=None, check_finite=True, out=None):
     """Input Jacobians ``J[i, k, j] = ∂A_L[i, k] / ∂X[i, j]``.
 
-    Wraps the kernel ``fastbp.kernels.jacobian.input_jacobian``.
+    Runs the kernels ``fastbp.kernels.jacobian.jacobian_items`` (or ``_parallel``).
 
     Parameters
     ----------
@@ -110,7 +110,7 @@ def sobolev_loss(mlp, theta, X, T, which, *, backend=None, check_finite=True, ou
     .. math:: L = \\frac{1}{n} \\sum_i \\tfrac12 \\| \\mathrm{prediction}_i - T_i \\|^2
 
     For a population theta ``(P, D)`` the result has shape ``(P,)``: the objective a
-    particle-swarm optimiser expects. Wraps ``fastbp.kernels.jacobian.sobolev_loss``.
+    particle-swarm optimiser expects. Runs ``kernels.jacobian.sobolev_items``.
 
     Parameters
     ----------
