@@ -1,0 +1,67 @@
+"""The vectorisable scalar functions every kernel is built on, against NumPy."""
+
+import numpy as np
+import pytest
+
+from fastbp.kernels._config import kernel
+from fastbp.kernels.activations import exp, log, sigmoid
+
+
+@kernel
+def _apply(code, x, out):
+    for i in range(x.shape[0]):
+        if code == 0:
+            out[i] = exp(x[i])
+        elif code == 1:
+            out[i] = log(x[i])
+        else:
+            out[i] = sigmoid(x[i])
+
+
+def apply(name, x):
+    out = np.empty_like(x)
+    _apply({"exp": 0, "log": 1, "sigmoid": 2}[name], x, out)
+    return out
+
+
+def test_exp_float64_within_1e_15_from_underflow_to_overflow():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.uniform(-745, 709.7, 200_000), rng.uniform(-1, 1, 10_000)])
+    expected = np.exp(x)
+    got = apply("exp", x)
+    normal = expected > np.finfo(np.float64).tiny
+    np.testing.assert_allclose(got[normal], expected[normal], rtol=1.5e-15, atol=0)
+    subnormal = ~normal & (expected > 0)
+    np.testing.assert_allclose(got[subnormal], expected[subnormal], rtol=1e-3, atol=5e-324)
+    edges = apply("exp", np.array([-800.0, -746.0, 0.0, 710.0, 800.0]))
+    assert edges[0] == 0 and edges[1] == 0 and edges[2] == 1 and np.isinf(edges[3:]).all()
+
+
+def test_exp_float32_stays_float32_and_accurate():
+    x = np.random.default_rng(1).uniform(-87, 88, 50_000).astype(np.float32)
+    got = apply("exp", x)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, np.exp(x.astype(np.float64)), rtol=2e-7)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log_of_positive_normal_numbers(dtype):
+    rng = np.random.default_rng(2)
+    x = np.exp(rng.uniform(-80, 80, 50_000)).astype(dtype)
+    x = np.concatenate([x, np.array([1.0, 2.0, np.sqrt(2), 1.5], dtype=dtype)])
+    got = apply("log", x)
+    assert got.dtype == dtype
+    expected = np.log(x.astype(np.float64))
+    if dtype == np.float64:
+        np.testing.assert_allclose(got, expected, rtol=3e-16, atol=5e-16)
+    else:
+        np.testing.assert_allclose(got, expected, rtol=2e-7, atol=1e-7)
+
+
+def test_sigmoid_is_stable_and_accurate():
+    x = np.concatenate([np.linspace(-700, 700, 20_001), [-1e300, 1e300, 0.0]])
+    got = apply("sigmoid", x)
+    e = np.exp(-np.abs(x))
+    expected = np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    np.testing.assert_allclose(got, expected, rtol=1e-15, atol=0)
+    assert np.isfinite(got).all()
