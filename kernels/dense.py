@@ -522,6 +522,16 @@ def loss_and_grad(spec, theta, X, Y, l2, grad, check_finite, work):
     return network_loss_and_grad(spec, theta, X, Y, l2, grad, work)
 
 
+@kernel
+def _population_schedule(spec, theta, X, work):
+    """``(P, size, chunks)``: networks, scratch per network, and how many networks run at
+    once (as many as the caller sized ``work`` for; 0 when there are no rows)."""
+    P = theta.shape[0]
+    size = X.shape[0] * workspace_per_row(spec)
+    chunks = min(P, work.shape[0] // size) if size > 0 else 0
+    return P, size, chunks
+
+
 def _forward_population(spec, theta, X, out, check_finite, work):
     _check_network_call(spec, theta, X, work, 1)
     if out.shape[0] != theta.shape[0] or out.shape[1] != X.shape[0]:
@@ -530,11 +540,7 @@ def _forward_population(spec, theta, X, out, check_finite, work):
         raise ValueError("out must have shape (P, n, nL)")
     if not _inputs_ok(theta, X, check_finite):
         return False
-    P = theta.shape[0]
-    size = X.shape[0] * workspace_per_row(spec)
-    if size == 0:
-        return True
-    chunks = min(P, work.shape[0] // size)  # the caller sized work for this many
+    P, size, chunks = _population_schedule(spec, theta, X, work)
     for c in prange(chunks):
         scratch = work[c * size : (c + 1) * size]
         for p in range(c * P // chunks, (c + 1) * P // chunks):
@@ -549,9 +555,7 @@ def _loss_population(spec, theta, X, Y, l2, values, check_finite, work):
         raise ValueError("values must have one entry per network")
     if not _inputs_ok(theta, X, check_finite) or not _targets_ok(Y, spec, check_finite):
         return False
-    P = theta.shape[0]
-    size = X.shape[0] * workspace_per_row(spec)
-    chunks = min(P, work.shape[0] // size)
+    P, size, chunks = _population_schedule(spec, theta, X, work)
     for c in prange(chunks):
         scratch = work[c * size : (c + 1) * size]
         for p in range(c * P // chunks, (c + 1) * P // chunks):
@@ -566,9 +570,7 @@ def _loss_and_grad_population(spec, theta, X, Y, l2, values, grad, check_finite,
         raise ValueError("values must have one entry per network, grad theta's shape")
     if not _inputs_ok(theta, X, check_finite) or not _targets_ok(Y, spec, check_finite):
         return False
-    P = theta.shape[0]
-    size = X.shape[0] * workspace_per_row(spec)
-    chunks = min(P, work.shape[0] // size)
+    P, size, chunks = _population_schedule(spec, theta, X, work)
     for c in prange(chunks):
         scratch = work[c * size : (c + 1) * size]
         for p in range(c * P // chunks, (c + 1) * P // chunks):

@@ -169,3 +169,15 @@ def test_out_may_not_overlap_the_inputs():
     theta, X, Y = make_problem(net, n=5)
     with pytest.raises(ValueError, match="out must not share memory with theta"):
         fastbp.loss_and_grad(net, theta, X, Y, out=theta)
+
+
+def test_population_kernels_called_directly_with_no_rows():
+    from fastbp.kernels import dense
+
+    net = fastbp.MLP([3, 4, 2])
+    thetas, X, Y = make_problem(net, n=5, population=2)
+    values, grads = np.zeros(2), np.zeros_like(thetas)
+    assert dense.loss_and_grad_population(
+        net.spec, thetas, X[:0], Y[:0], 0.0, values, grads, True, np.empty(0)
+    )
+    assert dense.forward_population(net.spec, thetas, X[:0], np.empty((2, 0, 2)), True, np.empty(0))
