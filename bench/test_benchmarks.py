@@ -1,7 +1,8 @@
 """Every headline case of ``fastbp.benchmarks`` under pytest-benchmark.
 
 Parametrised over case x implementation (``numpy`` is the reference); the first call
-of each implementation (the compile, for fastbp and JAX) happens before timing.
+of each implementation (the compile, for fastbp and JAX) happens before timing. Cases
+that write a large result also time their memory floors, NumPy writing the same bytes.
 """
 
 import numpy as np
@@ -32,4 +33,21 @@ def test_case(benchmark, case_name, implementation):
     case = benchmarks.CASES[case_name]
     benchmark.group = f"{case_name} ({case.label()})"
     benchmark.extra_info["implementation"] = implementation
+    benchmark(function)
+
+
+@pytest.mark.parametrize(
+    ("case_name", "floor"),
+    [
+        (case_name, floor)
+        for case_name, floors in benchmarks.MEMORY_FLOORS.items()
+        for floor in floors
+    ],
+)
+def test_memory_floor(benchmark, case_name, floor):
+    function = implementations(case_name).floors[floor]
+    function()
+    case = benchmarks.CASES[case_name]
+    benchmark.group = f"{case_name} ({case.label()})"
+    benchmark.extra_info["implementation"] = f"floor: {floor}"
     benchmark(function)

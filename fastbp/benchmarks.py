@@ -40,6 +40,7 @@ from fastbp.datasets import load_digits
 
 __all__ = [
     "CASES",
+    "MEMORY_FLOORS",
     "OPTIONAL_PEERS",
     "Case",
     "Measurement",
@@ -147,11 +148,17 @@ class Case:
 
 @dataclass
 class Implementations:
-    """What `Case.build` returns: zero-argument callables, one per implementation."""
+    """What `Case.build` returns: zero-argument callables, one per implementation.
+
+    ``floors`` holds NumPy operations that move the same bytes as the case's result
+    (``np.copyto`` of an array of its size, say): timed side by side with the
+    implementations, they give the memory bandwidth a result-writing kernel is held to.
+    """
 
     functions: dict
     unavailable: dict = field(default_factory=dict)  # implementation -> reason
     compare: bool = True  # whether results must agree with the NumPy reference
+    floors: dict = field(default_factory=dict)  # label -> zero-argument callable
 
 
 @dataclass
@@ -170,6 +177,8 @@ class Measurement:
         does not compare results, such as a training epoch).
     unavailable : dict of str to str
         Peers that were asked for but did not run, with the reason.
+    floor_seconds : dict of str to float
+        Median time per call of each memory floor of the case (see `Implementations`).
     """
 
     case: Case
@@ -178,6 +187,13 @@ class Measurement:
     calls_per_repeat: dict
     agrees: dict
     unavailable: dict
+    floor_seconds: dict = field(default_factory=dict)
+
+    @property
+    def floor_fraction(self):
+        """fastbp's rate as a fraction of each floor's: floor time / fastbp time."""
+        fast = self.median_seconds["fastbp"]
+        return {name: seconds / fast for name, seconds in self.floor_seconds.items()}
 
     @property
     def speedup(self):
@@ -281,8 +297,12 @@ def _measure(case, size, settings):
         for name, result in results.items():
             if name != "numpy":
                 agrees[name] = _relative_difference(result, results["numpy"]) <= tolerance
-    medians, calls = _time(functions, settings)
-    return Measurement(case, size, medians, calls, agrees, unavailable)
+    floors = {f"floor: {label}": function for label, function in built.floors.items()}
+    medians, calls = _time({**functions, **floors}, settings)
+    floor_seconds = {name[len("floor: ") :]: medians.pop(name) for name in floors}
+    for name in floors:
+        del calls[name]
+    return Measurement(case, size, medians, calls, agrees, unavailable, floor_seconds)
 
 
 # --------------------------------------------------------------------------- peers
@@ -659,7 +679,26 @@ def _logits_problem(B, dtype, with_gradient=False):
     return Z, G
 
 
-def _build_softmax_jacobian(B, settings):
+# The memory floors of the cases that have them, by label (see `Implementations`).
+MEMORY_FLOORS = {
+    "softmax_jacobian": ("np.empty + fill", "ndarray.copy"),
+    "softmax_jacobian_out": ("fill", "np.copyto"),
+}
+
+
+def _memory_floors(result, fresh):
+    """NumPy writing as many bytes as ``result`` holds: into a fresh array (``fresh``,
+    which pays the operating system's first touch of new pages) or into ``result``."""
+    source = np.ones_like(result)
+    if fresh:
+        operations = (lambda: np.empty_like(result).fill(1.0), source.copy)
+    else:
+        operations = (lambda: result.fill(1.0), lambda: np.copyto(result, source))
+    labels = MEMORY_FLOORS["softmax_jacobian" if fresh else "softmax_jacobian_out"]
+    return dict(zip(labels, operations))
+
+
+def _build_softmax_jacobian(B, settings, reuse=False):
     Z, _ = _logits_problem(B, settings.dtype)
 
     def jax_version():
@@ -684,11 +723,18 @@ def _build_softmax_jacobian(B, settings):
         return call
 
     peers, unavailable = _peer_functions(settings, {"jax": jax_version, "torch": torch_version})
+    J = np.empty((B, _CLASSES, _CLASSES), dtype=settings.dtype)
+    out = J if reuse else None  # reuse: a loop that keeps its buffer; the peers allocate
     functions = {
-        "fastbp": lambda: fastbp.softmax_jacobian(Z, backend="numba"),
+        "fastbp": lambda: fastbp.softmax_jacobian(Z, backend="numba", out=out),
         "numpy": lambda: reference.softmax_jacobian(Z),
     }
-    return Implementations({**functions, **peers}, unavailable)
+    floors = _memory_floors(J, fresh=not reuse)
+    return Implementations({**functions, **peers}, unavailable, floors=floors)
+
+
+def _build_softmax_jacobian_out(B, settings):
+    return _build_softmax_jacobian(B, settings, reuse=True)
 
 
 def _build_softmax_vjp(B, settings):
@@ -829,6 +875,8 @@ CASES = {
              (1, 4, 16, 64, 256), _build_sobolev_loss),
         Case("softmax_jacobian", "softmax_jacobian", "K=10", "B", "rows B", 100_000,
              (100, 1000, 10_000, 100_000), _build_softmax_jacobian),
+        Case("softmax_jacobian_out", "softmax_jacobian out=", "K=10", "B", "rows B", 100_000,
+             (100, 1000, 10_000, 100_000), _build_softmax_jacobian_out),
         Case("softmax_vjp", "softmax_vjp", "K=10", "B", "rows B", 100_000,
              (100, 1000, 10_000, 100_000), _build_softmax_vjp),
         # A quick run skips batch 8, the slowest epoch of the sweep.
@@ -923,6 +971,7 @@ def _measurement_as_dict(m):
         "calls_per_repeat": m.calls_per_repeat,
         "agrees_with_numpy": m.agrees,
         "unavailable": m.unavailable,
+        **({"floor_seconds": m.floor_seconds} if m.floor_seconds else {}),
     }
 
 

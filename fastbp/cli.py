@@ -467,10 +467,30 @@ def _measure_cases(cases, settings, quick):
             sweeps[case.name].append(m)
             table.row(case.name if len(sweeps[case.name]) == 1 else "", m)
 
+    _print_floors(headline)
     if table.notes:
         print()
         print("\n".join(dict.fromkeys(table.notes)))
     return headline, sweeps
+
+
+def _print_floors(measurements):
+    """For cases that write a large result: fastbp's time against NumPy moving the same
+    bytes, timed side by side (rate = floor time / fastbp time)."""
+    with_floors = [m for m in measurements if m.floor_seconds]
+    if not with_floors:
+        return
+    print()
+    print(
+        "memory floors (NumPy writing the same bytes, in the same run; rate = its time / fastbp's)"
+    )
+    for m in with_floors:
+        floors = ", ".join(
+            f"{name} {_seconds(seconds).strip()} ({m.floor_fraction[name]:.0%})"
+            for name, seconds in m.floor_seconds.items()
+        )
+        fastbp_time = _seconds(m.median_seconds["fastbp"]).strip()
+        print(f"{m.case.name} {m.case.label(m.size)}: fastbp {fastbp_time}; {floors}")
 
 
 def _bench(args):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp import benchmarks
+from fastbp import benchmarks, cli
 from fastbp.cli import main
 
 
@@ -163,6 +163,19 @@ def test_every_implementation_of_a_case_computes_the_same_thing(name, dtype):
     else:
         assert ran == {"fastbp", "numpy"} | {p for p in peers if p in ("jax", "torch")}
         assert m.agrees == {name: True for name in ran - {"numpy"}}
+
+
+@pytest.mark.parametrize("name", list(benchmarks.MEMORY_FLOORS))
+def test_softmax_jacobian_cases_time_their_memory_floors(capsys, name):
+    settings = benchmarks.Settings(repeats=1, min_seconds=0.0, peers=(), settle_seconds=0.0)
+    m = benchmarks.measure(benchmarks.CASES[name], 100, settings)
+    assert set(m.floor_seconds) == set(benchmarks.MEMORY_FLOORS[name])
+    assert set(m.median_seconds) == {"fastbp", "numpy"}  # floors are not implementations
+    for floor, fraction in m.floor_fraction.items():
+        assert fraction == pytest.approx(m.floor_seconds[floor] / m.median_seconds["fastbp"])
+    cli._print_floors([m])
+    out = capsys.readouterr().out
+    assert "memory floors" in out and all(floor in out for floor in m.floor_seconds)
 
 
 def test_measurement_speedup_is_peer_time_over_fastbp_time():
