@@ -52,7 +52,7 @@ from fastbp.kernels.activations import (
     sigmoid,
 )
 from fastbp.kernels.codes import CROSS_ENTROPY, IDENTITY, SIGMOID, SOFTMAX
-from fastbp.kernels.linalg import matmul, matmul_nt, matmul_tn, uses_blas
+from fastbp.kernels.linalg import matmul, matmul_nt, matmul_tn, matrix, uses_blas
 
 # --------------------------------------------------------------------------- layout
 
@@ -87,7 +87,7 @@ def _layer_params(spec, theta, layer):
     n_in = spec[3 + layer]
     n_out = spec[4 + layer]
     w_end = start + n_in * n_out
-    return theta[start:w_end].reshape((n_in, n_out)), theta[w_end : w_end + n_out]
+    return matrix(theta, start, n_in, n_out), theta[w_end : w_end + n_out]
 
 
 # --------------------------------------------------------------------------- checks
@@ -210,16 +210,16 @@ def _forward_hidden(spec, theta, X, work):
     """Transposed inputs and hidden activations into ``work``; returns where they end."""
     n, n0 = X.shape
     n_layers = spec.shape[0] - 4
-    Xt = work[: n0 * n].reshape((n0, n))
+    Xt = matrix(work, 0, n0, n)
     offset = n0 * n
     for layer in range(n_layers):
         W, b = _layer_params(spec, theta, layer)
         n_in, width = W.shape
-        Z = work[offset : offset + width * n].reshape((width, n))
+        Z = matrix(work, offset, width, n)
         if layer == 0:
             _first_layer(W, X, Xt, Z)
         else:
-            matmul_tn(W, work[offset - n_in * n : offset].reshape((n_in, n)), Z)
+            matmul_tn(W, matrix(work, offset - n_in * n, n_in, n), Z)
         if layer == n_layers - 1:
             for j in range(width):
                 bj = b[j]
@@ -398,11 +398,11 @@ def _network_loss(spec, theta, X, Y, l2, work):
     n_out = spec[spec.shape[0] - 1]
     widest = _widest(spec)
     offset = _forward_hidden(spec, theta, X, work)
-    Z = work[offset : offset + n_out * n].reshape((n_out, n))
+    Z = matrix(work, offset, n_out, n)
     delta_at = offset + n_out * n
-    delta = work[delta_at : delta_at + n_out * n].reshape((n_out, n))
+    delta = matrix(work, delta_at, n_out, n)
     temps_at = delta_at + 2 * widest * n
-    temps = work[temps_at : temps_at + 3 * n].reshape((3, n))
+    temps = matrix(work, temps_at, 3, n)
     scale = like(work[0], 1.0) / like(work[0], n)  # stays float32 for float32
     total = _output_loss_and_delta(spec[1], spec[2], Z, Y, delta, temps, scale) / n
     if l2 != 0.0:
@@ -428,8 +428,8 @@ def network_loss_and_grad(spec, theta, X, Y, l2, grad, work):
     end = _hidden_end(spec, n)
     delta_at = end + n_out * n
     spare_at = delta_at + _widest(spec) * n
-    delta = work[delta_at : delta_at + n_out * n].reshape((n_out, n))
-    Xt = work[: n0 * n].reshape((n0, n))
+    delta = matrix(work, delta_at, n_out, n)
+    Xt = matrix(work, 0, n0, n)
     l2_ = like(work[0], l2)
     for layer in range(n_layers - 1, -1, -1):
         W, _ = _layer_params(spec, theta, layer)
@@ -438,7 +438,7 @@ def network_loss_and_grad(spec, theta, X, Y, l2, grad, work):
         if layer == 0:
             _first_layer_grad(X, Xt, delta, gW)
         else:
-            matmul_nt(work[end - n_in * n : end].reshape((n_in, n)), delta, gW)
+            matmul_nt(matrix(work, end - n_in * n, n_in, n), delta, gW)
         if l2 != 0.0:
             for p in range(n_in):
                 for j in range(width):
@@ -449,8 +449,8 @@ def network_loss_and_grad(spec, theta, X, Y, l2, grad, work):
                 total_j += delta[j, i]
             gb[j] = total_j
         if layer > 0:
-            A_in = work[end - n_in * n : end].reshape((n_in, n))
-            previous = work[spare_at : spare_at + n_in * n].reshape((n_in, n))
+            A_in = matrix(work, end - n_in * n, n_in, n)
+            previous = matrix(work, spare_at, n_in, n)
             matmul(W, delta, previous)
             multiply_by_derivative(spec[0], A_in, previous)
             spare_at, delta_at = delta_at, spare_at
@@ -465,9 +465,9 @@ def network_forward(spec, theta, X, out, work):
     n = X.shape[0]
     n_out = out.shape[1]
     offset = _forward_hidden(spec, theta, X, work)
-    Z = work[offset : offset + n_out * n].reshape((n_out, n))
+    Z = matrix(work, offset, n_out, n)
     temps_at = offset + (n_out + 2 * _widest(spec)) * n
-    temps = work[temps_at : temps_at + 3 * n].reshape((3, n))
+    temps = matrix(work, temps_at, 3, n)
     if spec[1] == SOFTMAX:
         _softmax_columns(Z, Z, temps[0], temps[1])
     elif spec[1] == SIGMOID:

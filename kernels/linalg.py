@@ -9,6 +9,11 @@ All arrays are C-contiguous and of one float dtype; the result is written into `
 """
 
 import numpy as np
+from numba import types
+from numba.core import cgutils
+from numba.core.imputils import impl_ret_borrowed
+from numba.extending import intrinsic
+from numba.np.arrayobj import make_array, populate_array
 
 from fastbp.kernels._config import kernel
 
@@ -75,3 +80,40 @@ def matmul_nt(A, B, C):
             for j in range(m):
                 total += A[i, j] * B[p, j]
             C[i, p] = total
+
+
+@intrinsic
+def matrix(typingctx, flat, start, rows, cols):
+    """``flat[start : start + rows * cols]`` as a C-contiguous ``(rows, cols)`` view.
+
+    What ``flat[start:stop].reshape((rows, cols))`` gives, without its checks (about
+    ten nanoseconds each, a kernel for a tiny network makes dozens): the caller makes
+    sure the block lies inside ``flat``, a 1-D C-contiguous array.
+    """
+    if not (isinstance(flat, types.Array) and flat.ndim == 1 and flat.layout == "C"):
+        return None
+    if not all(isinstance(arg, types.Integer) for arg in (start, rows, cols)):
+        return None
+    result = flat.copy(ndim=2, layout="C")
+
+    def codegen(context, builder, signature, args):
+        flat_type = signature.args[0]
+        source = make_array(flat_type)(context, builder, args[0])
+        start, rows, cols = (
+            context.cast(builder, value, kind, types.intp)
+            for value, kind in zip(args[1:], signature.args[1:])
+        )
+        view = make_array(signature.return_type)(context, builder)
+        itemsize = source.itemsize
+        populate_array(
+            view,
+            data=builder.gep(source.data, [start]),
+            shape=cgutils.pack_array(builder, [rows, cols]),
+            strides=cgutils.pack_array(builder, [builder.mul(cols, itemsize), itemsize]),
+            itemsize=itemsize,
+            meminfo=source.meminfo,
+            parent=source.parent,
+        )
+        return impl_ret_borrowed(context, builder, signature.return_type, view._getvalue())
+
+    return result(flat, start, rows, cols), codegen
