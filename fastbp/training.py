@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fastbp import _backend, _dense, reference
+from fastbp import _backend, _dense, _workspace, reference
 
 __all__ = ["SGD", "Adam", "TrainingDiverged", "train"]
 
@@ -203,15 +203,19 @@ def train(
             _dense._check_values(mlp, theta, X_val, Y_val, check_finite)
         except ValueError as error:
             raise ValueError(f"validation data: {error}") from None
-    theta = theta.copy()
+    # The kernels' buffers, each on a cache-line boundary (see fastbp._workspace).
+    start = theta
+    theta = _workspace.aligned_empty(start.shape, start.dtype)
+    theta[...] = start
     n = X.shape[0]
     batch_size = min(batch_size, n)
     code, hyper = optimizer._code_and_hyper()
-    state = np.zeros((3, theta.shape[0]), dtype=theta.dtype)
-    Xb = np.empty((batch_size, X.shape[1]), dtype=theta.dtype)
-    Yb = np.empty((batch_size,) + Y.shape[1:], dtype=Y.dtype)
-    grad = np.empty_like(theta)
-    work = np.empty(batch_size * mlp._work_per_row, dtype=theta.dtype)
+    state = _workspace.aligned_empty((3, theta.shape[0]), theta.dtype)
+    state[...] = 0
+    Xb = _workspace.aligned_empty((batch_size, X.shape[1]), theta.dtype)
+    Yb = _workspace.aligned_empty((batch_size,) + Y.shape[1:], Y.dtype)
+    grad = _workspace.aligned_empty(theta.shape, theta.dtype)
+    work = _workspace.aligned_empty(batch_size * mlp._work_per_row, theta.dtype)
     rng = np.random.default_rng(seed)
     history = {"loss": [], "seconds": []}
     if validation is not None:
