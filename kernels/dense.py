@@ -94,17 +94,23 @@ def _layer_params(spec, theta, layer):
 
 
 @kernel
-def _all_finite(a):
-    # x * 0 is 0 for finite x and NaN for inf or NaN; the sum vectorises.
+def all_finite(a):
+    """Whether every entry of the C-contiguous array ``a`` is finite.
+
+    ``x * 0`` is 0 for finite x and NaN for inf or NaN, so one sum answers; as an
+    indexed loop it vectorises (a loop over the array's iterator does not, and took
+    ten times as long).
+    """
+    flat = a.reshape(a.size)
     total = 0.0
-    for x in a.ravel():
-        total += x * 0.0
+    for i in range(flat.shape[0]):
+        total += flat[i] * 0.0
     return total == 0.0
 
 
 @kernel
 def _inputs_ok(theta, X, check_finite):
-    return not check_finite or (_all_finite(theta) and _all_finite(X))
+    return not check_finite or (all_finite(theta) and all_finite(X))
 
 
 def _targets_ok(Y, spec, check_finite):
@@ -117,13 +123,13 @@ def _targets_ok_overload(Y, spec, check_finite):
 
         def labels_in_range(Y, spec, check_finite):  # always: labels index memory
             n_out = spec[spec.shape[0] - 1]
-            for label in Y:
-                if label < 0 or label >= n_out:
-                    return False
-            return True
+            outside = False
+            for i in range(Y.shape[0]):  # no early exit, so that the loop vectorises
+                outside |= (Y[i] < 0) | (Y[i] >= n_out)
+            return not outside
 
         return labels_in_range
-    return lambda Y, spec, check_finite: not check_finite or _all_finite(Y)
+    return lambda Y, spec, check_finite: not check_finite or all_finite(Y)
 
 
 @kernel
@@ -409,8 +415,9 @@ def _network_loss(spec, theta, X, Y, l2, work):
         penalty = 0.0
         for layer in range(spec.shape[0] - 4):
             W, _ = _layer_params(spec, theta, layer)
-            for w in W.ravel():
-                penalty += w * w
+            for p in range(W.shape[0]):
+                for j in range(W.shape[1]):
+                    penalty += W[p, j] * W[p, j]
         total += 0.5 * l2 * penalty
     return total
 
