@@ -51,6 +51,7 @@ from numba.extending import overload
 from fastbp.kernels._config import kernel
 from fastbp.kernels.activations import exp, like, sigmoid
 from fastbp.kernels.codes import IDENTITY, SIGMOID, SOFTMAX, TANH
+from fastbp.kernels.linalg import NO, YES, accumulate, matrix
 
 FORWARD = 0
 REVERSE = 1
@@ -68,7 +69,6 @@ MAX_CHUNKS = max(32, 4 * config.NUMBA_NUM_THREADS)
 # Constant arguments between kernels: a literal such as ``1`` or ``True`` would make
 # Numba compile the callee once more, specialised on that value.
 ZERO, ONE, TWO, NONE = np.int64(0), np.int64(1), np.int64(2), np.int64(-1)
-NO, YES = np.bool_(False), np.bool_(True)
 
 # --------------------------------------------------------------------------- layout
 
@@ -171,108 +171,6 @@ def tanh(z):
     one = like(z, 1.0)
     a = (one - e) / (one + e)
     return a if z >= like(z, 0.0) else -a
-
-
-@kernel
-def _accumulate(theta, p, offset, k_stride, i_stride, n_out, n_in, H, R, ncols):
-    """``R[k, c] += Σ_i M[k, i] H[i, c]`` for ``k < n_out``, ``c < ncols``, with
-    ``M[k, i] = theta[p, offset + k * k_stride + i * i_stride]`` (``W^T`` or ``W``).
-
-    Four outputs times four inputs per pass over the columns: each column of ``H`` is
-    loaded once for four outputs and each ``R`` element stored once for four inputs.
-    """
-    k = 0
-    while k + 4 <= n_out:
-        r0 = offset + k * k_stride
-        r1 = r0 + k_stride
-        r2 = r1 + k_stride
-        r3 = r2 + k_stride
-        i = 0
-        while i + 4 <= n_in:
-            c0 = i * i_stride
-            c1 = c0 + i_stride
-            c2 = c1 + i_stride
-            c3 = c2 + i_stride
-            a0, a1, a2, a3 = (
-                theta[p, r0 + c0],
-                theta[p, r0 + c1],
-                theta[p, r0 + c2],
-                theta[p, r0 + c3],
-            )
-            b0, b1, b2, b3 = (
-                theta[p, r1 + c0],
-                theta[p, r1 + c1],
-                theta[p, r1 + c2],
-                theta[p, r1 + c3],
-            )
-            d0, d1, d2, d3 = (
-                theta[p, r2 + c0],
-                theta[p, r2 + c1],
-                theta[p, r2 + c2],
-                theta[p, r2 + c3],
-            )
-            e0, e1, e2, e3 = (
-                theta[p, r3 + c0],
-                theta[p, r3 + c1],
-                theta[p, r3 + c2],
-                theta[p, r3 + c3],
-            )
-            for c in range(ncols):
-                h0 = H[i, c]
-                h1 = H[i + 1, c]
-                h2 = H[i + 2, c]
-                h3 = H[i + 3, c]
-                R[k, c] += a0 * h0 + a1 * h1 + a2 * h2 + a3 * h3
-                R[k + 1, c] += b0 * h0 + b1 * h1 + b2 * h2 + b3 * h3
-                R[k + 2, c] += d0 * h0 + d1 * h1 + d2 * h2 + d3 * h3
-                R[k + 3, c] += e0 * h0 + e1 * h1 + e2 * h2 + e3 * h3
-            i += 4
-        while i + 2 <= n_in:
-            c0 = i * i_stride
-            c1 = c0 + i_stride
-            a0, a1 = theta[p, r0 + c0], theta[p, r0 + c1]
-            b0, b1 = theta[p, r1 + c0], theta[p, r1 + c1]
-            d0, d1 = theta[p, r2 + c0], theta[p, r2 + c1]
-            e0, e1 = theta[p, r3 + c0], theta[p, r3 + c1]
-            for c in range(ncols):
-                h0 = H[i, c]
-                h1 = H[i + 1, c]
-                R[k, c] += a0 * h0 + a1 * h1
-                R[k + 1, c] += b0 * h0 + b1 * h1
-                R[k + 2, c] += d0 * h0 + d1 * h1
-                R[k + 3, c] += e0 * h0 + e1 * h1
-            i += 2
-        if i < n_in:
-            c0 = i * i_stride
-            a0, b0, d0, e0 = (
-                theta[p, r0 + c0],
-                theta[p, r1 + c0],
-                theta[p, r2 + c0],
-                theta[p, r3 + c0],
-            )
-            for c in range(ncols):
-                h0 = H[i, c]
-                R[k, c] += a0 * h0
-                R[k + 1, c] += b0 * h0
-                R[k + 2, c] += d0 * h0
-                R[k + 3, c] += e0 * h0
-        k += 4
-    while k < n_out:
-        r0 = offset + k * k_stride
-        i = 0
-        while i + 4 <= n_in:
-            c0 = i * i_stride
-            a0, a1 = theta[p, r0 + c0], theta[p, r0 + c0 + i_stride]
-            a2, a3 = theta[p, r0 + c0 + 2 * i_stride], theta[p, r0 + c0 + 3 * i_stride]
-            for c in range(ncols):
-                R[k, c] += a0 * H[i, c] + a1 * H[i + 1, c] + a2 * H[i + 2, c] + a3 * H[i + 3, c]
-            i += 4
-        while i < n_in:
-            a0 = theta[p, r0 + i * i_stride]
-            for c in range(ncols):
-                R[k, c] += a0 * H[i, c]
-            i += 1
-        k += 1
 
 
 # Slabs are addressed through row views: an index such as ``base + t`` could be
@@ -432,7 +330,8 @@ def _forward_block(spec, thetas, p, X, start, nb, n_slabs, which, buffers, keep_
         _start_rows(thetas, p, bias, n_out, R, nb, ncols)
         # Layer 1 multiplies the values only: the tangents of the inputs are unit
         # vectors, and W^T e_j is row j of W.
-        _accumulate(thetas, p, offset, ONE, n_out, n_out, n_in, H, R, nb if layer == 1 else ncols)
+        W = matrix(thetas[p], offset, n_in, n_out)
+        accumulate(W, YES, H, R, nb if layer == 1 else ncols)
         if layer == 1 and n_slabs > 1:
             if which.shape[0] == 0:
                 for j in range(n_slabs - 1):
@@ -524,7 +423,7 @@ def jacobian_items(spec, thetas, X, A, J, mode, first, stop):
             Gp = buffers[L + 1 + (L - layer + 1) % 2]
             _start_rows(thetas, p, NONE, n_in, Gp, ZERO, ncols)
             offset = n_params_before(spec, layer)
-            _accumulate(thetas, p, offset, n_out, ONE, n_in, n_out, G, Gp, ncols)
+            accumulate(matrix(thetas[p], offset, n_in, n_out), NO, G, Gp, ncols)
             if layer > 1:
                 _scale_by_derivative(spec[0], buffers[layer - 1], Gp, n_in, size, nL)
             G = Gp

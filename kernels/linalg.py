@@ -28,6 +28,96 @@ def uses_blas(n, k, m):
     return n * k * m >= BLAS_MIN_WORK
 
 
+# Constant arguments between kernels: a literal such as ``True`` would make Numba compile
+# the callee once more, specialised on that value.
+NO, YES = np.bool_(False), np.bool_(True)
+
+
+@kernel
+def _entry(A, transposed, row, column):
+    """``M[row, column]`` for ``M = A.T`` if ``transposed`` else ``A``."""
+    return A[column, row] if transposed else A[row, column]
+
+
+@kernel
+def accumulate(A, transposed, H, R, ncols):
+    """``R[:, :ncols] += M @ H[:, :ncols]`` with ``M = A.T`` if ``transposed`` else ``A``.
+
+    The small products of every kernel: the rows of ``H`` and ``R`` are long runs of
+    samples or points, which vectorise whatever the layer widths. Four rows of ``R``
+    times four rows of ``H`` per pass over the columns, so each ``H`` element is loaded
+    once for four outputs and each ``R`` element stored once for four inputs.
+    """
+    n_out, n_in = (A.shape[1], A.shape[0]) if transposed else A.shape
+    k = 0
+    while k + 4 <= n_out:
+        i = 0
+        while i + 4 <= n_in:
+            a0, a1 = _entry(A, transposed, k, i), _entry(A, transposed, k, i + 1)
+            a2, a3 = _entry(A, transposed, k, i + 2), _entry(A, transposed, k, i + 3)
+            b0, b1 = _entry(A, transposed, k + 1, i), _entry(A, transposed, k + 1, i + 1)
+            b2, b3 = _entry(A, transposed, k + 1, i + 2), _entry(A, transposed, k + 1, i + 3)
+            d0, d1 = _entry(A, transposed, k + 2, i), _entry(A, transposed, k + 2, i + 1)
+            d2, d3 = _entry(A, transposed, k + 2, i + 2), _entry(A, transposed, k + 2, i + 3)
+            e0, e1 = _entry(A, transposed, k + 3, i), _entry(A, transposed, k + 3, i + 1)
+            e2, e3 = _entry(A, transposed, k + 3, i + 2), _entry(A, transposed, k + 3, i + 3)
+            for c in range(ncols):
+                h0 = H[i, c]
+                h1 = H[i + 1, c]
+                h2 = H[i + 2, c]
+                h3 = H[i + 3, c]
+                R[k, c] += a0 * h0 + a1 * h1 + a2 * h2 + a3 * h3
+                R[k + 1, c] += b0 * h0 + b1 * h1 + b2 * h2 + b3 * h3
+                R[k + 2, c] += d0 * h0 + d1 * h1 + d2 * h2 + d3 * h3
+                R[k + 3, c] += e0 * h0 + e1 * h1 + e2 * h2 + e3 * h3
+            i += 4
+        if i + 2 <= n_in:
+            a0, a1 = _entry(A, transposed, k, i), _entry(A, transposed, k, i + 1)
+            b0, b1 = _entry(A, transposed, k + 1, i), _entry(A, transposed, k + 1, i + 1)
+            d0, d1 = _entry(A, transposed, k + 2, i), _entry(A, transposed, k + 2, i + 1)
+            e0, e1 = _entry(A, transposed, k + 3, i), _entry(A, transposed, k + 3, i + 1)
+            for c in range(ncols):
+                h0 = H[i, c]
+                h1 = H[i + 1, c]
+                R[k, c] += a0 * h0 + a1 * h1
+                R[k + 1, c] += b0 * h0 + b1 * h1
+                R[k + 2, c] += d0 * h0 + d1 * h1
+                R[k + 3, c] += e0 * h0 + e1 * h1
+            i += 2
+        if i < n_in:
+            a0, b0 = _entry(A, transposed, k, i), _entry(A, transposed, k + 1, i)
+            d0, e0 = _entry(A, transposed, k + 2, i), _entry(A, transposed, k + 3, i)
+            for c in range(ncols):
+                h0 = H[i, c]
+                R[k, c] += a0 * h0
+                R[k + 1, c] += b0 * h0
+                R[k + 2, c] += d0 * h0
+                R[k + 3, c] += e0 * h0
+        k += 4
+    while k < n_out:
+        i = 0
+        while i + 4 <= n_in:
+            a0, a1 = _entry(A, transposed, k, i), _entry(A, transposed, k, i + 1)
+            a2, a3 = _entry(A, transposed, k, i + 2), _entry(A, transposed, k, i + 3)
+            for c in range(ncols):
+                R[k, c] += a0 * H[i, c] + a1 * H[i + 1, c] + a2 * H[i + 2, c] + a3 * H[i + 3, c]
+            i += 4
+        while i < n_in:
+            a0 = _entry(A, transposed, k, i)
+            for c in range(ncols):
+                R[k, c] += a0 * H[i, c]
+            i += 1
+        k += 1
+
+
+@kernel
+def _zero(C):
+    zero = C.dtype.type(0.0)
+    for p in range(C.shape[0]):
+        for j in range(C.shape[1]):
+            C[p, j] = zero
+
+
 @kernel
 def matmul(A, B, C):
     """``C <- A @ B`` for ``A (n, k)``, ``B (k, m)``, ``C (n, m)``."""
@@ -36,14 +126,8 @@ def matmul(A, B, C):
     if uses_blas(n, k, m):
         np.dot(A, B, C)
         return
-    zero = C.dtype.type(0.0)
-    for i in range(n):
-        for j in range(m):
-            C[i, j] = zero
-        for p in range(k):
-            a = A[i, p]
-            for j in range(m):
-                C[i, j] += a * B[p, j]
+    _zero(C)
+    accumulate(A, NO, B, C, m)
 
 
 @kernel
@@ -54,15 +138,8 @@ def matmul_tn(A, B, C):
     if uses_blas(n, k, m):
         np.dot(A.T, B, C)
         return
-    zero = C.dtype.type(0.0)
-    for p in range(k):
-        for j in range(m):
-            C[p, j] = zero
-    for i in range(n):
-        for p in range(k):
-            a = A[i, p]
-            for j in range(m):
-                C[p, j] += a * B[i, j]
+    _zero(C)
+    accumulate(A, YES, B, C, m)
 
 
 @kernel
