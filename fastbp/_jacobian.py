@@ -15,16 +15,20 @@ from fastbp import _backend, _validate, reference
 _NO_VALUES = {}
 
 
-def _population(theta, *results):
-    """``theta`` as ``(P, D)`` and the results with their leading P axis (views)."""
-    if theta.ndim == 2:
-        return (theta, *results)
-    return (theta.reshape(1, -1), *(r.reshape((1, *r.shape)) for r in results))
-
-
 def _jacobians(kernels, mlp, theta, X, A, J):
-    """Run the Jacobian kernel, serially or on every thread, in the cheaper mode."""
-    thetas, A, J = _population(theta, A, J)
+    """Run the Jacobian kernel, serially or on every thread, in the cheaper mode.
+
+    The kernels see every theta as a population: a 1-D theta gets a leading axis of
+    length 1, and so do its results (views). ``A`` None: the outputs are not wanted.
+    """
+    thetas = theta
+    if theta.ndim == 1:
+        thetas, J = theta[None], J[None]
+        A = None if A is None else A[None]
+    if A is None:
+        A = _NO_VALUES.get(J.dtype)
+        if A is None:
+            A = _NO_VALUES[J.dtype] = np.empty((0, 0, 0), dtype=J.dtype)
     n0, nL = mlp._sizes[0], mlp._sizes[-1]
     mode, n_slabs = kernels.jacobian_slabs(n0, nL)
     _, n_items, parallel = kernels.schedule(
@@ -56,12 +60,13 @@ def forward_and_jacobian(mlp, theta, X, *, backend=None, check_finite=True, out=
     A : ndarray of shape (n, nL), or (P, n, nL) for a population theta
     J : ndarray of shape (n, nL, n0), or (P, n, nL, n0)
     """
-    theta, X = _validate.network_args(mlp, theta, X, check_finite)
+    kernels = _backend.kernels(backend, "jacobian")
+    checks = _backend.kernels(backend, "checks")
+    theta, X = _validate.network_args(mlp, theta, X, check_finite, checks)
     lead = theta.shape[:-1] + (X.shape[0], mlp._sizes[-1])
     out_A, out_J = (None, None) if out is None else out
     A = _validate.out("out[0]", out_A, lead, theta.dtype)
     J = _validate.out("out[1]", out_J, lead + (mlp._sizes[0],), theta.dtype, label="J")
-    kernels = _backend.kernels(backend, "jacobian")
     if kernels is None:
         A[...], J[...] = reference.forward_and_jacobian(mlp, theta, X)
     else:
@@ -87,17 +92,15 @@ def input_jacobian(mlp, theta, X, *, backend=None, check_finite=True, out=None):
     -------
     J : ndarray of shape (n, nL, n0), or (P, n, nL, n0) for a population theta
     """
-    theta, X = _validate.network_args(mlp, theta, X, check_finite)
+    kernels = _backend.kernels(backend, "jacobian")
+    checks = _backend.kernels(backend, "checks")
+    theta, X = _validate.network_args(mlp, theta, X, check_finite, checks)
     lead = theta.shape[:-1] + (X.shape[0], mlp._sizes[-1])
     J = _validate.out("out", out, lead + (mlp._sizes[0],), theta.dtype, label="J")
-    kernels = _backend.kernels(backend, "jacobian")
     if kernels is None:
         J[...] = reference.input_jacobian(mlp, theta, X)
     else:
-        no_values = _NO_VALUES.get(J.dtype)
-        if no_values is None:
-            no_values = _NO_VALUES[J.dtype] = np.empty((0, 0, 0), dtype=J.dtype)
-        _jacobians(kernels, mlp, theta, X, no_values, J)
+        _jacobians(kernels, mlp, theta, X, None, J)
     return J
 
 
@@ -129,41 +132,29 @@ def sobolev_loss(mlp, theta, X, T, which, *, backend=None, check_finite=True, ou
     -------
     loss : scalar, or ndarray of shape (P,) for a population theta
     """
-    _validate.mlp(mlp)
-    theta = _validate.theta(mlp, theta)
-    X = _validate.inputs(mlp, X)
-    n, n0, nL = X.shape[0], mlp.n_inputs, mlp.n_outputs
-    _validate.nonempty("X", X)
-    T = _validate.array("T", T)
-    if T.shape != (n, nL):
-        raise ValueError(f"T must have shape ({n}, {nL}) (rows of X, outputs); got {T.shape}")
-    which = _validate.array("which", which)
-    if which.dtype.kind not in "iu" or which.shape != (n,):
-        raise ValueError(
-            f"which must be an integer array of shape ({n},); got {which.dtype} {which.shape}"
-        )
-    if which.min() < -1 or which.max() >= n0:
-        bad = which.min() if which.min() < -1 else which.max()
-        raise ValueError(f"which holds {bad}: entries must be -1 (a value) or 0..{n0 - 1}")
-    dtype = _validate.float_dtype(theta, X, T)
-    theta = _validate.as_float(theta, dtype)
-    X = _validate.as_float(X, dtype)
-    T = _validate.as_float(T, dtype)
-    which = np.ascontiguousarray(which, dtype=np.int64)
+    kernels = _backend.kernels(backend, "jacobian")
+    checks = _backend.kernels(backend, "checks")
+    if _validate.kernel_ready(mlp, theta, X, T) and T.ndim == 2:
+        dtype = theta.dtype  # the common call: nothing to convert
+    else:
+        theta, X, T = _sobolev_arrays(mlp, theta, X, T)
+        dtype = theta.dtype
+    n, n0 = X.shape
+    which = _which(which, n, n0, checks)
     if check_finite:
-        _validate.finite("theta", theta)
-        _validate.finite("X", X)
-        _validate.finite("T", T)
+        _validate.finite("theta", theta, checks)
+        _validate.finite("X", X, checks)
+        _validate.finite("T", T, checks)
     if theta.ndim == 1 and out is not None:
         raise ValueError("out is only for a population theta of shape (P, D)")
     values = _validate.out("out", out, theta.shape[:-1] or (1,), dtype)
-    kernels = _backend.kernels(backend, "jacobian")
     if kernels is None:
         values[...] = reference.sobolev_loss(mlp, theta, X, T, which)
     else:
         # One pass per block of points: values and the one Jacobian column each row
         # needs, summed per (network, block); J itself is never formed.
         thetas = theta if theta.ndim == 2 else theta.reshape(1, -1)
+        nL = mlp._sizes[-1]
         _, n_items, parallel = kernels.schedule(n0, nL, mlp._n_params, thetas.shape[0], n, 2)
         partial = np.empty((thetas.shape[0], n_items // thetas.shape[0]), dtype=dtype)
         if parallel:
@@ -172,3 +163,32 @@ def sobolev_loss(mlp, theta, X, T, which, *, backend=None, check_finite=True, ou
             kernels.sobolev_items(mlp._spec, thetas, X, T, which, partial, 0, n_items)
         kernels.sobolev_mean(partial, n, values)
     return values if theta.ndim == 2 else values[0]
+
+
+def _sobolev_arrays(mlp, theta, X, T):
+    """Checked ``(theta, X, T)`` of `sobolev_loss` in their common float dtype."""
+    _validate.mlp(mlp)
+    theta = _validate.theta(mlp, theta)
+    X = _validate.inputs(mlp, X)
+    n, nL = X.shape[0], mlp.n_outputs
+    _validate.nonempty("X", X)
+    T = _validate.array("T", T)
+    if T.shape != (n, nL):
+        raise ValueError(f"T must have shape ({n}, {nL}) (rows of X, outputs); got {T.shape}")
+    dtype = _validate.float_dtype(theta, X, T)
+    return (_validate.as_float(a, dtype) for a in (theta, X, T))
+
+
+def _which(which, n, n0, checks):
+    """``which`` checked: C-contiguous int64 of shape (n,), entries in -1..n0-1."""
+    if type(which) is not np.ndarray or which.dtype is not _validate.INT64 or which.shape != (n,):
+        which = _validate.array("which", which)
+        if which.dtype.kind not in "iu" or which.shape != (n,):
+            raise ValueError(
+                f"which must be an integer array of shape ({n},); got {which.dtype} {which.shape}"
+            )
+    which = np.ascontiguousarray(which, dtype=np.int64)
+    bad = _validate.outside(which, -1, n0, checks)
+    if bad is not None:
+        raise ValueError(f"which holds {bad}: entries must be -1 (a value) or 0..{n0 - 1}")
+    return which

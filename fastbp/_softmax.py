@@ -9,14 +9,14 @@ from __future__ import annotations
 from fastbp import _backend, _validate, reference
 
 
-def _logits(Z, check_finite, *others):
+def _logits(Z, check_finite, checks, *others):
     Z = _validate.array("Z", Z)
     if Z.ndim not in (1, 2) or Z.shape[-1] == 0:
         raise ValueError(f"Z must have shape (B, K) or (K,) with K >= 1; got {Z.shape}")
     dtype = _validate.float_dtype(Z, *others)
     Z = _validate.as_float(Z, dtype)
     if check_finite:
-        _validate.finite("Z", Z)
+        _validate.finite("Z", Z, checks)
     return Z
 
 
@@ -36,9 +36,9 @@ def softmax(Z, *, backend=None, check_finite=True, out=None):
     -------
     S : ndarray of the shape of Z, each row summing to 1
     """
-    Z = _logits(Z, check_finite)
-    result = _validate.out("out", out, Z.shape, Z.dtype)
     kernels = _backend.kernels(backend, "softmax")
+    Z = _logits(Z, check_finite, _backend.kernels(backend, "checks"))
+    result = _validate.out("out", out, Z.shape, Z.dtype)
     if kernels is None:
         result[...] = reference.softmax(Z)
     else:
@@ -62,10 +62,10 @@ def softmax_jacobian(Z, *, backend=None, check_finite=True, out=None):
     -------
     J : ndarray of shape (B, K, K), or (K, K) for a 1-D Z
     """
-    Z = _logits(Z, check_finite)
+    kernels = _backend.kernels(backend, "softmax")
+    Z = _logits(Z, check_finite, _backend.kernels(backend, "checks"))
     K = Z.shape[-1]
     result = _validate.out("out", out, Z.shape + (K,), Z.dtype, label="J")
-    kernels = _backend.kernels(backend, "softmax")
     if kernels is None:
         result[...] = reference.softmax_jacobian(Z)
     else:
@@ -92,17 +92,18 @@ def softmax_vjp(Z, G, *, backend=None, check_finite=True, out=None):
     -------
     V : ndarray of the shape of Z, the gradients with respect to the logits
     """
+    kernels = _backend.kernels(backend, "softmax")
+    checks = _backend.kernels(backend, "checks")
     G = _validate.array("G", G)
-    Z = _logits(Z, check_finite, G)
+    Z = _logits(Z, check_finite, checks, G)
     if G.shape != Z.shape:
         raise ValueError(f"G must have the shape of Z, {Z.shape}; got {G.shape}")
     G = _validate.as_float(G, Z.dtype)
     if check_finite:
-        _validate.finite("G", G)
+        _validate.finite("G", G, checks)
     result = _validate.out("out", out, Z.shape, Z.dtype)
     if out is not None:
         _validate.separate("out", result, Z=Z, G=G)
-    kernels = _backend.kernels(backend, "softmax")
     if kernels is None:
         result[...] = reference.softmax_vjp(Z, G)
     else:

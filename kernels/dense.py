@@ -51,6 +51,7 @@ from fastbp.kernels.activations import (
     multiply_by_derivative,
     sigmoid,
 )
+from fastbp.kernels.checks import all_finite, all_in_range
 from fastbp.kernels.codes import CROSS_ENTROPY, IDENTITY, SIGMOID, SOFTMAX
 from fastbp.kernels.linalg import matmul, matmul_nt, matmul_tn, matrix, uses_blas
 
@@ -94,21 +95,6 @@ def _layer_params(spec, theta, layer):
 
 
 @kernel
-def all_finite(a):
-    """Whether every entry of the C-contiguous array ``a`` is finite.
-
-    ``x * 0`` is 0 for finite x and NaN for inf or NaN, so one sum answers; as an
-    indexed loop it vectorises (a loop over the array's iterator does not, and took
-    ten times as long).
-    """
-    flat = a.reshape(a.size)
-    total = 0.0
-    for i in range(flat.shape[0]):
-        total += flat[i] * 0.0
-    return total == 0.0
-
-
-@kernel
 def _inputs_ok(theta, X, check_finite):
     return not check_finite or (all_finite(theta) and all_finite(X))
 
@@ -122,11 +108,7 @@ def _targets_ok_overload(Y, spec, check_finite):
     if isinstance(Y.dtype, types.Integer):
 
         def labels_in_range(Y, spec, check_finite):  # always: labels index memory
-            n_out = spec[spec.shape[0] - 1]
-            outside = False
-            for i in range(Y.shape[0]):  # no early exit, so that the loop vectorises
-                outside |= (Y[i] < 0) | (Y[i] >= n_out)
-            return not outside
+            return all_in_range(Y, 0, spec[spec.shape[0] - 1])
 
         return labels_in_range
     return lambda Y, spec, check_finite: not check_finite or all_finite(Y)

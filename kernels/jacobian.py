@@ -112,7 +112,8 @@ def schedule(n_inputs, n_outputs, n_params, n_networks, n_points, n_slabs):
     so that the API layer and the kernels decide alike.
     """
     nb = BLOCK_COLUMNS // n_slabs
-    nb = max(8, min(MAX_POINTS_PER_BLOCK, nb - nb % 8))
+    # A multiple of 8 points, and no more than the call has (its scratch is zeroed).
+    nb = max(8, min(MAX_POINTS_PER_BLOCK, nb - nb % 8, n_points + (-n_points) % 8))
     n_items = n_networks * ((n_points + nb - 1) // nb)
     # Multiply-adds: about n_params per point and slab (weights dominate biases).
     work = n_networks * n_points * n_params * (n_slabs + 1)

@@ -26,7 +26,8 @@ the parameters of the last finite step and ``diverged_at`` is that batch's index
 import math
 
 from fastbp.kernels._config import kernel
-from fastbp.kernels.dense import all_finite, network_loss_and_grad
+from fastbp.kernels.checks import all_finite
+from fastbp.kernels.dense import network_loss_and_grad
 
 SGD = 0
 ADAM = 1
