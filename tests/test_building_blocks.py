@@ -1,0 +1,95 @@
+"""The pieces the kernels share: the blocked small product, the matrix views, the compiled
+input checks, and the aligned scratch memory."""
+
+import numpy as np
+import pytest
+
+from fastbp import _validate, _workspace
+from fastbp.kernels import checks, linalg
+from fastbp.kernels._config import kernel
+
+
+@kernel
+def _accumulate(A, transposed, H, R, ncols):
+    linalg.accumulate(A, transposed, H, R, ncols)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_accumulate_adds_the_product_for_every_remainder_of_the_blocking(dtype, transposed):
+    rng = np.random.default_rng(0)
+    # Widths 1..9 cover every remainder of the 4 x 4 blocks (and the pairs in between).
+    for n_out in range(1, 10):
+        for n_in in range(1, 10):
+            M = rng.standard_normal((n_out, n_in)).astype(dtype)
+            A = np.ascontiguousarray(M.T) if transposed else M
+            H = rng.standard_normal((n_in, 13)).astype(dtype)
+            R = rng.standard_normal((n_out, 13)).astype(dtype)
+            expected = R.astype(np.float64)
+            expected[:, :11] += M.astype(np.float64) @ H[:, :11].astype(np.float64)
+            _accumulate(A, np.bool_(transposed), H, R, 11)  # columns 11, 12 untouched
+            rtol = 1e-5 if dtype == np.float32 else 1e-13
+            np.testing.assert_allclose(R, expected, rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("n, k, m", [(3, 5, 7), (1, 1, 1), (40, 30, 20)])  # loops and BLAS
+def test_small_and_blas_products_agree_with_numpy(n, k, m):
+    rng = np.random.default_rng(1)
+    A, B = rng.standard_normal((n, k)), rng.standard_normal((k, m))
+    C = np.full((n, m), np.nan)
+    linalg.matmul(A, B, C)
+    np.testing.assert_allclose(C, A @ B, rtol=1e-13, atol=1e-13)
+    At = np.ascontiguousarray(A.T)
+    C2 = np.full((n, m), np.nan)
+    linalg.matmul_tn(At, B, C2)
+    np.testing.assert_allclose(C2, A @ B, rtol=1e-13, atol=1e-13)
+
+
+@kernel
+def _block(flat, start, rows, cols):
+    view = linalg.matrix(flat, start, rows, cols)
+    view[rows - 1, cols - 1] = -1.0  # writes through to flat
+    return view
+
+
+def test_matrix_is_a_writable_view_of_the_block():
+    flat = np.arange(20.0)
+    view = _block(flat, 3, 2, 4)
+    assert view.shape == (2, 4) and view.flags.c_contiguous
+    np.testing.assert_array_equal(view, [[3, 4, 5, 6], [7, 8, 9, -1]])
+    assert flat[10] == -1.0 and np.shares_memory(view, flat)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1,), (37,), (5, 7), (2, 3, 4)])
+def test_all_finite_finds_any_nan_or_inf(dtype, shape):
+    a = np.random.default_rng(2).standard_normal(shape).astype(dtype)
+    assert checks.all_finite(a)
+    for bad in (np.nan, np.inf, -np.inf):
+        for position in (0, a.size // 2, a.size - 1):
+            b = a.copy()
+            b.reshape(-1)[position] = bad
+            assert not checks.all_finite(b)
+    huge = np.full(shape, np.finfo(dtype).max, dtype=dtype)
+    assert checks.all_finite(huge)  # large but finite: x * 0 is still 0
+
+
+def test_all_in_range_and_outside():
+    labels = np.array([0, 2, 1, 2], dtype=np.int64)
+    assert checks.all_in_range(labels, 0, 3) and not checks.all_in_range(labels, 0, 2)
+    assert not checks.all_in_range(labels, 1, 3)
+    for use_kernel in (None, checks):
+        assert _validate.outside(labels, 0, 3, use_kernel) is None
+        assert _validate.outside(labels, 0, 2, use_kernel) == 2
+        assert _validate.outside(labels - 3, -1, 3, use_kernel) == -3
+        assert _validate.outside(labels[:0], 0, 1, use_kernel) is None
+
+
+@pytest.mark.parametrize("shape", [7, (3, 5), (2, 3, 4)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_aligned_empty_starts_on_a_cache_line(shape, dtype):
+    a = _workspace.aligned_empty(shape, dtype)
+    assert a.ctypes.data % _workspace.ALIGNMENT == 0
+    assert a.shape == ((shape,) if isinstance(shape, int) else shape)
+    assert a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
+    assert _workspace.scratch(np.dtype(dtype), 100).ctypes.data % _workspace.ALIGNMENT == 0
