@@ -34,33 +34,39 @@ NO, YES = np.bool_(False), np.bool_(True)
 
 
 @kernel
-def _entry(A, transposed, row, column):
-    """``M[row, column]`` for ``M = A.T`` if ``transposed`` else ``A``."""
-    return A[column, row] if transposed else A[row, column]
-
-
-@kernel
 def accumulate(A, transposed, H, R, ncols):
     """``R[:, :ncols] += M @ H[:, :ncols]`` with ``M = A.T`` if ``transposed`` else ``A``.
 
-    The small products of every kernel: the rows of ``H`` and ``R`` are long runs of
-    samples or points, which vectorise whatever the layer widths. Four rows of ``R``
+    The Jacobian kernels' layer products: the rows of ``H`` and ``R`` are long runs of
+    points, which vectorise whatever the layer widths. Four rows of ``R``
     times four rows of ``H`` per pass over the columns, so each ``H`` element is loaded
-    once for four outputs and each ``R`` element stored once for four inputs.
+    once for four outputs and each ``R`` element stored once for four inputs. ``M`` is
+    read through strides into ``A``'s memory, so both orientations share one code path
+    (a branch per weight doubled the code and the compile time).
     """
-    n_out, n_in = (A.shape[1], A.shape[0]) if transposed else A.shape
+    M = A.reshape(A.size)  # M[k, i] is M[k * ks + i * js]
+    if transposed:
+        n_in, n_out = A.shape
+        ks, js = 1, n_out
+    else:
+        n_out, n_in = A.shape
+        ks, js = n_in, 1
     k = 0
     while k + 4 <= n_out:
+        r0 = k * ks
+        r1 = r0 + ks
+        r2 = r1 + ks
+        r3 = r2 + ks
         i = 0
         while i + 4 <= n_in:
-            a0, a1 = _entry(A, transposed, k, i), _entry(A, transposed, k, i + 1)
-            a2, a3 = _entry(A, transposed, k, i + 2), _entry(A, transposed, k, i + 3)
-            b0, b1 = _entry(A, transposed, k + 1, i), _entry(A, transposed, k + 1, i + 1)
-            b2, b3 = _entry(A, transposed, k + 1, i + 2), _entry(A, transposed, k + 1, i + 3)
-            d0, d1 = _entry(A, transposed, k + 2, i), _entry(A, transposed, k + 2, i + 1)
-            d2, d3 = _entry(A, transposed, k + 2, i + 2), _entry(A, transposed, k + 2, i + 3)
-            e0, e1 = _entry(A, transposed, k + 3, i), _entry(A, transposed, k + 3, i + 1)
-            e2, e3 = _entry(A, transposed, k + 3, i + 2), _entry(A, transposed, k + 3, i + 3)
+            c0 = i * js
+            c1 = c0 + js
+            c2 = c1 + js
+            c3 = c2 + js
+            a0, a1, a2, a3 = M[r0 + c0], M[r0 + c1], M[r0 + c2], M[r0 + c3]
+            b0, b1, b2, b3 = M[r1 + c0], M[r1 + c1], M[r1 + c2], M[r1 + c3]
+            d0, d1, d2, d3 = M[r2 + c0], M[r2 + c1], M[r2 + c2], M[r2 + c3]
+            e0, e1, e2, e3 = M[r3 + c0], M[r3 + c1], M[r3 + c2], M[r3 + c3]
             for c in range(ncols):
                 h0 = H[i, c]
                 h1 = H[i + 1, c]
@@ -72,10 +78,10 @@ def accumulate(A, transposed, H, R, ncols):
                 R[k + 3, c] += e0 * h0 + e1 * h1 + e2 * h2 + e3 * h3
             i += 4
         if i + 2 <= n_in:
-            a0, a1 = _entry(A, transposed, k, i), _entry(A, transposed, k, i + 1)
-            b0, b1 = _entry(A, transposed, k + 1, i), _entry(A, transposed, k + 1, i + 1)
-            d0, d1 = _entry(A, transposed, k + 2, i), _entry(A, transposed, k + 2, i + 1)
-            e0, e1 = _entry(A, transposed, k + 3, i), _entry(A, transposed, k + 3, i + 1)
+            c0 = i * js
+            c1 = c0 + js
+            a0, a1, b0, b1 = M[r0 + c0], M[r0 + c1], M[r1 + c0], M[r1 + c1]
+            d0, d1, e0, e1 = M[r2 + c0], M[r2 + c1], M[r3 + c0], M[r3 + c1]
             for c in range(ncols):
                 h0 = H[i, c]
                 h1 = H[i + 1, c]
@@ -85,8 +91,8 @@ def accumulate(A, transposed, H, R, ncols):
                 R[k + 3, c] += e0 * h0 + e1 * h1
             i += 2
         if i < n_in:
-            a0, b0 = _entry(A, transposed, k, i), _entry(A, transposed, k + 1, i)
-            d0, e0 = _entry(A, transposed, k + 2, i), _entry(A, transposed, k + 3, i)
+            c0 = i * js
+            a0, b0, d0, e0 = M[r0 + c0], M[r1 + c0], M[r2 + c0], M[r3 + c0]
             for c in range(ncols):
                 h0 = H[i, c]
                 R[k, c] += a0 * h0
@@ -95,27 +101,21 @@ def accumulate(A, transposed, H, R, ncols):
                 R[k + 3, c] += e0 * h0
         k += 4
     while k < n_out:
+        r0 = k * ks
         i = 0
         while i + 4 <= n_in:
-            a0, a1 = _entry(A, transposed, k, i), _entry(A, transposed, k, i + 1)
-            a2, a3 = _entry(A, transposed, k, i + 2), _entry(A, transposed, k, i + 3)
+            c0 = i * js
+            a0, a1 = M[r0 + c0], M[r0 + c0 + js]
+            a2, a3 = M[r0 + c0 + 2 * js], M[r0 + c0 + 3 * js]
             for c in range(ncols):
                 R[k, c] += a0 * H[i, c] + a1 * H[i + 1, c] + a2 * H[i + 2, c] + a3 * H[i + 3, c]
             i += 4
         while i < n_in:
-            a0 = _entry(A, transposed, k, i)
+            a0 = M[r0 + i * js]
             for c in range(ncols):
                 R[k, c] += a0 * H[i, c]
             i += 1
         k += 1
-
-
-@kernel
-def _zero(C):
-    zero = C.dtype.type(0.0)
-    for p in range(C.shape[0]):
-        for j in range(C.shape[1]):
-            C[p, j] = zero
 
 
 @kernel
@@ -126,20 +126,38 @@ def matmul(A, B, C):
     if uses_blas(n, k, m):
         np.dot(A, B, C)
         return
-    _zero(C)
-    accumulate(A, NO, B, C, m)
+    zero = C.dtype.type(0.0)
+    for i in range(n):
+        for j in range(m):
+            C[i, j] = zero
+        for p in range(k):
+            a = A[i, p]
+            for j in range(m):
+                C[i, j] += a * B[p, j]
 
 
 @kernel
 def matmul_tn(A, B, C):
-    """``C <- A.T @ B`` for ``A (n, k)``, ``B (n, m)``, ``C (k, m)``."""
+    """``C <- A.T @ B`` for ``A (n, k)``, ``B (n, m)``, ``C (k, m)``.
+
+    Plain loops, not `accumulate`: the two ran alike for the dense kernels' small
+    products, and the blocked one made the first compile of ``loss_and_grad`` take
+    16 s instead of 10 s.
+    """
     n, k = A.shape
     m = B.shape[1]
     if uses_blas(n, k, m):
         np.dot(A.T, B, C)
         return
-    _zero(C)
-    accumulate(A, YES, B, C, m)
+    zero = C.dtype.type(0.0)
+    for p in range(k):
+        for j in range(m):
+            C[p, j] = zero
+    for i in range(n):
+        for p in range(k):
+            a = A[i, p]
+            for j in range(m):
+                C[p, j] += a * B[i, j]
 
 
 @kernel
