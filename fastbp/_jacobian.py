@@ -176,7 +176,7 @@ def _sobolev_arrays(mlp, theta, X, T):
     if T.shape != (n, nL):
         raise ValueError(f"T must have shape ({n}, {nL}) (rows of X, outputs); got {T.shape}")
     dtype = _validate.float_dtype(theta, X, T)
-    return (_validate.as_float(a, dtype) for a in (theta, X, T))
+    return tuple(_validate.as_float(a, dtype) for a in (theta, X, T))
 
 
 def _which(which, n, n0, checks):
@@ -187,8 +187,11 @@ def _which(which, n, n0, checks):
             raise ValueError(
                 f"which must be an integer array of shape ({n},); got {which.dtype} {which.shape}"
             )
+        # Range first: converting to int64 would wrap unsigned values of 2**63 and more.
+        bad = _validate.outside(which, -1, n0)
+    else:
+        bad = _validate.outside(which, -1, n0, checks)
     which = np.ascontiguousarray(which, dtype=np.int64)
-    bad = _validate.outside(which, -1, n0, checks)
     if bad is not None:
         raise ValueError(f"which holds {bad}: entries must be -1 (a value) or 0..{n0 - 1}")
     return which

@@ -132,9 +132,9 @@ def targets(net, value, n):
     return arr, False
 
 
-def labels_in_range(net, labels, checks=None):
+def labels_in_range(net, labels):
     nL = net._sizes[-1]
-    bad = outside(labels, 0, nL, checks)
+    bad = outside(labels, 0, nL)
     if bad is not None:
         raise ValueError(f"Y holds label {bad}, outside the {nL} classes 0..{nL - 1}")
 
@@ -231,7 +231,10 @@ def out(name, value, shape, dtype, label="the result"):
     return value
 
 
-def kernel_ready(net, theta, X, Y=None):
+_NO_TARGETS = object()  # kernel_ready's Y when a call has none (None is a wrong Y)
+
+
+def kernel_ready(net, theta, X, Y=_NO_TARGETS):
     """True when ``(theta, X, Y)`` can go to a kernel as they are: ndarrays of one float
     dtype (integer labels aside), C-contiguous, of the right shapes. Without ``Y``:
     the same for ``(theta, X)``.
@@ -255,7 +258,7 @@ def kernel_ready(net, theta, X, Y=None):
     shape = theta.shape  # (D,), or (P, D) with P >= 1
     if not (len(shape) == 1 or (len(shape) == 2 and shape[0] > 0)) or shape[-1] != net._n_params:
         return False
-    if Y is None:
+    if Y is _NO_TARGETS:
         return theta.flags.c_contiguous and X.flags.c_contiguous
     if type(Y) is not ndarray:
         return False

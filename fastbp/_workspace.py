@@ -21,7 +21,7 @@ _local = threading.local()
 def aligned_empty(shape, dtype):
     """``np.empty(shape, dtype)`` whose data starts on an ``ALIGNMENT``-byte boundary."""
     dtype = np.dtype(dtype)
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    shape = (int(shape),) if np.ndim(shape) == 0 else tuple(shape)
     size = int(np.prod(shape, dtype=np.int64))
     raw = np.empty(size * dtype.itemsize + ALIGNMENT, dtype=np.uint8)
     skip = -raw.ctypes.data % ALIGNMENT

@@ -238,7 +238,7 @@ def train(
                 f"the loss or its gradient became NaN or inf at epoch {epoch}, batch "
                 f"{diverged} (is the learning rate too high?); the last finite parameters "
                 "are in this exception's .theta",
-                theta,
+                theta.copy(),
                 history,
                 epoch,
                 diverged,
@@ -255,7 +255,7 @@ def train(
             print(_progress_line(epoch, epochs, history), flush=True)
         if callback is not None and callback(epoch, theta.copy(), history):
             break
-    return theta, history
+    return theta.copy(), history  # an array of its own, not a view of the aligned buffer
 
 
 def _count(name, value, minimum):

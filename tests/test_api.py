@@ -19,6 +19,7 @@ Y = np.eye(2)[[0, 1, 1, 0, 1]]
 LABELS = np.array([0, 1, 1, 0, 1])
 T = np.zeros((5, 2))
 WHICH = np.array([-1, 0, 1, 2, -1])
+SGD = fastbp.SGD(0.1)
 
 
 def nan_at(array, index=0):
@@ -103,6 +104,20 @@ BAD_INPUTS = {
         lambda: fastbp.sobolev_loss(NET, THETA, X, T, WHICH + 2),
         ValueError,
         "which",
+    ),
+    "which unsigned beyond int64": (
+        lambda: fastbp.sobolev_loss(NET, THETA, X, T, np.array([2**64 - 1, 0, 1, 2, 0], np.uint64)),
+        ValueError,
+        "which",
+    ),
+    "Y None": (lambda: fastbp.loss_and_grad(NET, THETA, X, None), TypeError, "Y"),
+    "T None": (lambda: fastbp.sobolev_loss(NET, THETA, X, None, WHICH), TypeError, "T"),
+    "validation targets None": (
+        lambda: fastbp.train(
+            NET, THETA, X, Y, epochs=1, batch_size=5, optimizer=SGD, validation=(X, None)
+        ),
+        TypeError,
+        "Y",
     ),
     "which floats": (
         lambda: fastbp.sobolev_loss(NET, THETA, X, T, WHICH.astype(float)),

@@ -50,6 +50,8 @@ def test_same_seed_gives_bit_identical_results_and_leaves_theta_alone():
     np.testing.assert_array_equal(runs[0][0], runs[1][0])
     assert runs[0][1]["loss"] == runs[1][1]["loss"]
     np.testing.assert_array_equal(theta, before)
+    trained = runs[0][0]
+    assert trained.flags.owndata and trained.dtype == theta.dtype and trained.shape == theta.shape
     other = fastbp.train(
         net, theta, X, y, epochs=5, batch_size=16, optimizer=fastbp.Adam(0.01), seed=8
     )
@@ -101,7 +103,7 @@ def test_divergence_stops_with_the_last_finite_parameters():
     Y = Y * 1e150
     with pytest.raises(fastbp.TrainingDiverged, match="NaN or inf") as info:
         fastbp.train(net, theta, X, Y, epochs=50, batch_size=8, optimizer=fastbp.SGD(10.0))
-    assert np.isfinite(info.value.theta).all()
+    assert np.isfinite(info.value.theta).all() and info.value.theta.flags.owndata
     value, grad = fastbp.loss_and_grad(net, info.value.theta, X, Y)
     assert np.isfinite(value)
 
