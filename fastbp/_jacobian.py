@@ -153,7 +153,7 @@ def sobolev_loss(mlp, theta, X, T, which, *, backend=None, check_finite=True, ou
     else:
         # One pass per block of points: values and the one Jacobian column each row
         # needs, summed per (network, block); J itself is never formed.
-        thetas = theta if theta.ndim == 2 else theta.reshape(1, -1)
+        thetas = theta if theta.ndim == 2 else theta[None]
         nL = mlp._sizes[-1]
         _, n_items, parallel = kernels.schedule(n0, nL, mlp._n_params, thetas.shape[0], n, 2)
         partial = np.empty((thetas.shape[0], n_items // thetas.shape[0]), dtype=dtype)

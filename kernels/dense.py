@@ -54,6 +54,7 @@ from fastbp.kernels.activations import (
 from fastbp.kernels.checks import all_finite, all_in_range
 from fastbp.kernels.codes import CROSS_ENTROPY, IDENTITY, SIGMOID, SOFTMAX
 from fastbp.kernels.linalg import matmul, matmul_nt, matmul_tn, matrix, uses_blas
+from fastbp.kernels.spec import n_params, n_params_before
 
 # --------------------------------------------------------------------------- layout
 
@@ -82,9 +83,7 @@ def workspace_per_row(spec):
 @kernel
 def _layer_params(spec, theta, layer):
     """Views ``(W, b)`` of layer ``layer`` (0-based) inside a flat theta."""
-    start = 0
-    for at in range(layer):
-        start += (spec[3 + at] + 1) * spec[4 + at]
+    start = n_params_before(spec, layer + 1)
     n_in = spec[3 + layer]
     n_out = spec[4 + layer]
     w_end = start + n_in * n_out
@@ -117,10 +116,7 @@ def _targets_ok_overload(Y, spec, check_finite):
 @kernel
 def _check_network_call(spec, theta, X, work, networks_at_once):
     """The shape checks for calls from ``@njit`` code (the API has made them already)."""
-    D = 0
-    for at in range(3, spec.shape[0] - 1):
-        D += (spec[at] + 1) * spec[at + 1]
-    if theta.shape[-1] != D:
+    if theta.shape[-1] != n_params(spec):
         raise ValueError("theta's last axis does not match spec (its n_params)")
     if X.shape[1] != spec[3]:
         raise ValueError("X must have spec[3] columns (the network's inputs)")

@@ -52,6 +52,7 @@ from fastbp.kernels._config import kernel
 from fastbp.kernels.activations import exp, like, sigmoid
 from fastbp.kernels.codes import IDENTITY, SIGMOID, SOFTMAX, TANH
 from fastbp.kernels.linalg import NO, YES, accumulate, matrix
+from fastbp.kernels.spec import n_params, n_params_before
 
 FORWARD = 0
 REVERSE = 1
@@ -71,29 +72,6 @@ MAX_CHUNKS = max(32, 4 * config.NUMBA_NUM_THREADS)
 ZERO, ONE, TWO, NONE = np.int64(0), np.int64(1), np.int64(2), np.int64(-1)
 
 # --------------------------------------------------------------------------- layout
-
-
-@kernel
-def n_layers(spec):
-    return spec.shape[0] - 4
-
-
-@kernel
-def n_params(spec):
-    """Length ``D`` of theta for the architecture ``spec``."""
-    total = 0
-    for layer in range(1, spec.shape[0] - 3):
-        total += spec[2 + layer] * spec[3 + layer] + spec[3 + layer]
-    return total
-
-
-@kernel
-def n_params_before(spec, layer):
-    """Offset in theta of ``W_layer`` (layers counted from 1)."""
-    total = 0
-    for previous in range(1, layer):
-        total += spec[2 + previous] * spec[3 + previous] + spec[3 + previous]
-    return total
 
 
 @kernel

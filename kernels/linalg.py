@@ -38,11 +38,10 @@ def accumulate(A, transposed, H, R, ncols):
     """``R[:, :ncols] += M @ H[:, :ncols]`` with ``M = A.T`` if ``transposed`` else ``A``.
 
     The Jacobian kernels' layer products: the rows of ``H`` and ``R`` are long runs of
-    points, which vectorise whatever the layer widths. Four rows of ``R``
-    times four rows of ``H`` per pass over the columns, so each ``H`` element is loaded
+    points, which vectorise whatever the layer widths. Four rows of ``R`` times four
+    rows of ``H`` per pass over the columns, so each ``H`` element is loaded
     once for four outputs and each ``R`` element stored once for four inputs. ``M`` is
-    read through strides into ``A``'s memory, so both orientations share one code path
-    (a branch per weight doubled the code and the compile time).
+    read through strides into ``A``'s memory, so both orientations share one code path.
     """
     M = A.reshape(A.size)  # M[k, i] is M[k * ks + i * js]
     if transposed:
