@@ -3,6 +3,10 @@
 Run with ``pytest bench`` (``pip install ".[test]"``; JAX, PyTorch and scikit-learn are
 timed too where they are installed). Each case is timed for every implementation in the
 same session; the summary at the end divides each median by the NumPy reference's.
+
+Here every library shares one process, so one's threads and allocator state can slow
+another (``fastbp.benchmarks`` describes what was seen); ``fastbp bench`` times each
+implementation in a process of its own and gives the steadier figures.
 """
 
 from collections import defaultdict

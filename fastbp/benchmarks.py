@@ -11,9 +11,10 @@ Each case has a headline size and a sweep of sizes.
 first (it compiles), then ``repeats`` rounds that each time every implementation in
 turn, the order rotating from round to round, each timing a loop of enough calls to
 last ``min_seconds``. The result per implementation is the median over the rounds of
-the time per call (``time.perf_counter``). After the warm-up, every peer's result is
-compared with the NumPy reference, so that a table never compares different
-computations.
+the time per call (``time.perf_counter``). Each implementation runs in a process of its
+own (see `Workers`; ``Settings.isolate`` turns this off), so that no library's threads
+or allocator state slow another's. After the warm-up, every peer's result is compared
+with the NumPy reference, so that a table never compares different computations.
 
 JAX, PyTorch, scikit-learn and matplotlib are imported only when a benchmark asks for
 them. ``fastbp bench`` (see ``fastbp.cli``) drives this module and prints its tables.
@@ -22,6 +23,7 @@ them. ``fastbp bench`` (see ``fastbp.cli``) drives this module and prints its ta
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import math
 import os
@@ -36,6 +38,7 @@ import numpy as np
 
 import fastbp
 from fastbp import reference
+from fastbp._bench_processes import WorkerError, Workers
 from fastbp.datasets import load_digits
 
 __all__ = [
@@ -45,6 +48,8 @@ __all__ = [
     "Case",
     "Measurement",
     "Settings",
+    "WorkerError",
+    "Workers",
     "available_peers",
     "machine_info",
     "measure",
@@ -85,6 +90,10 @@ class Settings:
         call before they sleep; without the pause, the implementation timed next
         shares the cores with the spinning threads of the one timed before (seen here:
         2 to 5 times slower, whichever of NumPy and fastbp came second).
+    isolate : bool
+        Time each implementation in a process of its own (see `Workers`). In one
+        process the libraries slow one another down (seen here: the NumPy reference
+        10 times slower once JAX had run), so only tests turn this off.
     """
 
     dtype: type = np.float64
@@ -93,6 +102,7 @@ class Settings:
     peers: tuple = OPTIONAL_PEERS
     threads: int | None = None
     settle_seconds: float = 0.15
+    isolate: bool = True
 
 
 @dataclass(frozen=True)
@@ -209,34 +219,37 @@ class Measurement:
 # --------------------------------------------------------------------------- timing
 
 
-def _calls_per_repeat(function, min_seconds):
-    """How many calls of ``function`` make one timed round of at least ``min_seconds``."""
+def time_calls(function, count):
+    """Seconds per call of ``function`` over a loop of ``count`` calls."""
+    start = time.perf_counter()
+    for _ in range(count):
+        function()
+    return (time.perf_counter() - start) / count
+
+
+def calls_per_repeat(run, min_seconds):
+    """How many calls make one timed round of at least ``min_seconds``; ``run(count)``
+    times a loop of ``count`` calls and returns the seconds per call."""
     calls = 1
     while True:
-        start = time.perf_counter()
-        for _ in range(calls):
-            function()
-        elapsed = time.perf_counter() - start
+        elapsed = run(calls) * calls
         if elapsed >= 0.2 * min_seconds or calls >= 100_000:
             break
         calls *= 10
     return max(1, min(100_000, math.ceil(calls * min_seconds / max(elapsed, 1e-9))))
 
 
-def _time(functions, settings):
-    """Median seconds per call and calls per round, all functions interleaved."""
-    calls = {name: _calls_per_repeat(f, settings.min_seconds) for name, f in functions.items()}
-    samples = {name: [] for name in functions}
-    names = list(functions)
+def _time(runs, settings):
+    """Median seconds per call and calls per round of each ``runs[name](count)``, all
+    interleaved, with a pause before each round."""
+    calls = {name: calls_per_repeat(run, settings.min_seconds) for name, run in runs.items()}
+    samples = {name: [] for name in runs}
+    names = list(runs)
     for round_ in range(settings.repeats):
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
-            function, count = functions[name], calls[name]
             time.sleep(settings.settle_seconds)
-            start = time.perf_counter()
-            for _ in range(count):
-                function()
-            samples[name].append((time.perf_counter() - start) / count)
+            samples[name].append(runs[name](calls[name]))
     return {name: statistics.median(s) for name, s in samples.items()}, calls
 
 
@@ -257,7 +270,7 @@ def _relative_difference(result, expected):
     return float(np.abs(got - want).max(initial=0.0) / scale)
 
 
-def measure(case, size, settings):
+def measure(case, size, settings, workers=None):
     """Time every implementation of ``case`` at ``size``, side by side.
 
     Parameters
@@ -265,44 +278,121 @@ def measure(case, size, settings):
     case : Case
     size : int
     settings : Settings
+    workers : Workers, optional
+        The processes to time in, when ``settings.isolate``; reuse one across the
+        measurements of a run (starting a process that imports a peer takes seconds).
+        Without it, processes are started for this measurement alone.
 
     Returns
     -------
     Measurement
     """
-    with _jax_precision_restored():
-        return _measure(case, size, settings)
+    if not settings.isolate:
+        with _jax_precision_restored():
+            return _measure_here(case, size, settings)
+    if workers is None:
+        with Workers(settings) as own:
+            return _measure_isolated(case, size, settings, own)
+    if workers.settings != settings:
+        raise ValueError("workers were started with other settings than this measurement's")
+    return _measure_isolated(case, size, settings, workers)
 
 
-def _measure(case, size, settings):
-    built = case.build(size, settings)
-    functions = {}
-    results = {}
-    unavailable = dict(built.unavailable)
-    for name, function in built.functions.items():
+def _warm_up(built, names):
+    """The first call (it compiles) of each of ``names`` that ``built`` has: the
+    functions that ran, their results, and why those that failed did not run. Only a
+    peer may fail; an error of fastbp or the reference propagates."""
+    functions, results, unavailable = {}, {}, {}
+    for name in names:
+        function = built.functions.get(name)
+        if function is None:
+            continue
         if name in ("fastbp", "numpy"):
-            results[name] = function()  # the warm-up call: compilation happens here
-            functions[name] = function
-            continue
-        try:
-            with _quiet_peer():
-                results[name] = function()
-        except Exception as error:
-            unavailable[name] = _reason(error)
-            continue
+            results[name] = function()
+        else:
+            try:
+                with _quiet_peer():
+                    results[name] = function()
+            except Exception as error:
+                unavailable[name] = _reason(error)
+                continue
         functions[name] = function
+    return functions, results, unavailable
+
+
+def _floors(built):
+    return {f"floor: {label}": function for label, function in built.floors.items()}
+
+
+def _measurement(case, size, settings, results, runs, unavailable, compare):
+    """Compare the results with the reference's, time ``runs``, and collect it all."""
     agrees = {}
-    if built.compare:
+    if compare:
         tolerance = AGREEMENT[settings.dtype]
         for name, result in results.items():
             if name != "numpy":
                 agrees[name] = _relative_difference(result, results["numpy"]) <= tolerance
-    floors = {f"floor: {label}": function for label, function in built.floors.items()}
-    medians, calls = _time({**functions, **floors}, settings)
-    floor_seconds = {name[len("floor: ") :]: medians.pop(name) for name in floors}
-    for name in floors:
+    medians, calls = _time(runs, settings)
+    floor_seconds = {}
+    for name in [name for name in medians if name.startswith("floor: ")]:
+        floor_seconds[name[len("floor: ") :]] = medians.pop(name)
         del calls[name]
     return Measurement(case, size, medians, calls, agrees, unavailable, floor_seconds)
+
+
+def _measure_here(case, size, settings):
+    built = case.build(size, settings)
+    functions, results, unavailable = _warm_up(built, built.functions)
+    functions.update(_floors(built))
+    runs = {
+        name: (lambda count, function=function: time_calls(function, count))
+        for name, function in functions.items()
+    }
+    unavailable = {**built.unavailable, **unavailable}
+    return _measurement(case, size, settings, results, runs, unavailable, built.compare)
+
+
+def build_in_process(name, case_name, size, settings):
+    """In an implementation's own process: build the case for that implementation alone
+    (a peer's process imports no other peer) and make its warm-up call.
+
+    Returns the functions to time there, by name (the NumPy process also times the
+    memory floors), and a picklable reply: the results as flat float64 arrays (if the
+    case compares them), why the implementation did not run, and whether to compare.
+    """
+    peers = (name,) if name in OPTIONAL_PEERS else ()
+    built = CASES[case_name].build(size, dataclasses.replace(settings, peers=peers))
+    functions, results, unavailable = _warm_up(built, [name])
+    if name == "numpy":
+        functions.update(_floors(built))
+    reply = {
+        "results": {key: _as_numpy(value) for key, value in results.items()}
+        if built.compare
+        else {},
+        "unavailable": {**built.unavailable, **unavailable},
+        "timed": list(functions),
+        "compare": built.compare,
+    }
+    return functions, reply
+
+
+def _measure_isolated(case, size, settings, workers):
+    results, runs, unavailable, compare = {}, {}, {}, True
+    for name in ("fastbp", "numpy", *settings.peers):
+        worker = workers.get(name)
+        try:
+            reply = worker.ask("build", case.name, size)
+        except WorkerError as error:
+            if name in ("fastbp", "numpy"):
+                raise
+            unavailable[name] = str(error).strip().splitlines()[-1]
+            continue
+        results.update(reply["results"])
+        unavailable.update(reply["unavailable"])
+        compare = reply["compare"]
+        for timed in reply["timed"]:
+            runs[timed] = lambda count, worker=worker, timed=timed: worker.ask("time", timed, count)
+    return _measurement(case, size, settings, results, runs, unavailable, compare)
 
 
 # --------------------------------------------------------------------------- peers
@@ -379,9 +469,10 @@ def thread_limit(threads):
         not_limited.append("XLA (JAX has already started)")
     elif threads == 1:
         flags = os.environ.get("XLA_FLAGS")
-        os.environ["XLA_FLAGS"] = (
-            f"{flags} {_SINGLE_THREADED_XLA}" if flags else _SINGLE_THREADED_XLA
-        )
+        if not flags:
+            os.environ["XLA_FLAGS"] = _SINGLE_THREADED_XLA
+        elif _SINGLE_THREADED_XLA not in flags:  # a `Workers` process inherits them
+            os.environ["XLA_FLAGS"] = f"{flags} {_SINGLE_THREADED_XLA}"
         restore.append(lambda: _restore_environment("XLA_FLAGS", flags))
     else:
         not_limited.append("XLA (only a limit of one thread is supported)")

@@ -106,7 +106,9 @@ def build_parser():
         description=(
             "Time each case with every implementation side by side (warm-up call first, "
             "median of repeats, time.perf_counter), at its headline size and over a sweep "
-            "of sizes. Speed-up = peer time / fastbp time."
+            "of sizes. Each implementation runs in a process of its own, so that no "
+            "library's threads or allocator slow another's; the rounds interleave. "
+            "Speed-up = peer time / fastbp time."
         ),
     )
     bench.add_argument(
@@ -349,15 +351,16 @@ def _demo_speed(repeats):
         f"speed-up of fastbp over the NumPy reference (float64, median of {repeats} "
         f"repeats, both measured side by side):"
     )
-    for name in ("loss_and_grad_medium", "input_jacobian", "softmax_jacobian"):
-        case = benchmarks.CASES[name]
-        m = benchmarks.measure(case, case.size, settings)
-        fast, slow = (_seconds(m.median_seconds[impl]) for impl in ("fastbp", "numpy"))
-        print(
-            f"  {case.function:17s} {case.label():20s} fastbp {fast:>9s}   numpy {slow:>9s}"
-            f"   {_ratio(m.speedup['numpy']):>7s}",
-            flush=True,
-        )
+    with benchmarks.Workers(settings) as workers:
+        for name in ("loss_and_grad_medium", "input_jacobian", "softmax_jacobian"):
+            case = benchmarks.CASES[name]
+            m = benchmarks.measure(case, case.size, settings, workers)
+            fast, slow = (_seconds(m.median_seconds[impl]) for impl in ("fastbp", "numpy"))
+            print(
+                f"  {case.function:17s} {case.label():20s} fastbp {fast:>9s}   numpy {slow:>9s}"
+                f"   {_ratio(m.speedup['numpy']):>7s}",
+                flush=True,
+            )
 
 
 def _demo(args):
@@ -445,12 +448,17 @@ class _Table:
 
 def _measure_cases(cases, settings, quick):
     """Time each case at its headline size, then over its sweep, printing the table."""
+    with benchmarks.Workers(settings) as workers:
+        return _measure_cases_in(cases, settings, quick, workers)
+
+
+def _measure_cases_in(cases, settings, quick, workers):
     table = _Table(cases, settings.peers)
     print()
     table.header()
     headline = []
     for case in cases:
-        m = benchmarks.measure(case, case.size, settings)
+        m = benchmarks.measure(case, case.size, settings, workers)
         headline.append(m)
         table.row(case.name, m)
 
@@ -463,7 +471,7 @@ def _measure_cases(cases, settings, quick):
             if size == case.size:
                 m = next(h for h in headline if h.case is case)
             else:
-                m = benchmarks.measure(case, size, settings)
+                m = benchmarks.measure(case, size, settings, workers)
             sweeps[case.name].append(m)
             table.row(case.name if len(sweeps[case.name]) == 1 else "", m)
 
@@ -516,7 +524,7 @@ def _bench(args):
     print(
         f"fastbp bench: {np.dtype(settings.dtype).name}, median of {settings.repeats} "
         f"repeat{'s' if settings.repeats > 1 else ''}, "
-        f"every implementation of a case measured side by side"
+        f"every implementation of a case measured side by side, each in its own process"
     )
     print(f"machine: {_machine_line(benchmarks.machine_info(settings.peers))}")
     with benchmarks.thread_limit(args.threads) as not_limited:

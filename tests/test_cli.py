@@ -1,6 +1,8 @@
 """The ``fastbp`` command: demo, bench and check, run in-process in their quick modes."""
 
+import dataclasses
 import json
+import os
 import re
 import subprocess
 import sys
@@ -152,7 +154,9 @@ def test_every_implementation_of_a_case_computes_the_same_thing(name, dtype):
     if not peers and name != "train_epoch_digits":
         pytest.skip("no optional peer (jax, torch, scikit-learn) is installed")
     case = benchmarks.CASES[name]
-    settings = benchmarks.Settings(dtype=dtype, repeats=1, min_seconds=0.0, peers=peers)
+    settings = benchmarks.Settings(
+        dtype=dtype, repeats=1, min_seconds=0.0, peers=peers, isolate=False
+    )
     m = benchmarks.measure(case, min(case.quick_sweep), settings)
     assert m.unavailable == {}
     ran = set(m.median_seconds)
@@ -167,7 +171,9 @@ def test_every_implementation_of_a_case_computes_the_same_thing(name, dtype):
 
 @pytest.mark.parametrize("name", list(benchmarks.MEMORY_FLOORS))
 def test_softmax_jacobian_cases_time_their_memory_floors(capsys, name):
-    settings = benchmarks.Settings(repeats=1, min_seconds=0.0, peers=(), settle_seconds=0.0)
+    settings = benchmarks.Settings(
+        repeats=1, min_seconds=0.0, peers=(), settle_seconds=0.0, isolate=False
+    )
     m = benchmarks.measure(benchmarks.CASES[name], 100, settings)
     assert set(m.floor_seconds) == set(benchmarks.MEMORY_FLOORS[name])
     assert set(m.median_seconds) == {"fastbp", "numpy"}  # floors are not implementations
@@ -176,6 +182,34 @@ def test_softmax_jacobian_cases_time_their_memory_floors(capsys, name):
     cli._print_floors([m])
     out = capsys.readouterr().out
     assert "memory floors" in out and all(floor in out for floor in m.floor_seconds)
+
+
+def test_isolated_measurement_times_each_implementation_in_a_process_of_its_own():
+    settings = benchmarks.Settings(repeats=2, min_seconds=0.0, peers=(), settle_seconds=0.0)
+    case = benchmarks.CASES["softmax_jacobian"]
+    with benchmarks.Workers(settings) as workers:
+        first = benchmarks.measure(case, 100, settings, workers)
+        second = benchmarks.measure(case, 1000, settings, workers)  # the same processes
+        processes = {name: worker.pid for name, worker in workers.running().items()}
+    assert set(processes) == {"fastbp", "numpy"}
+    assert len(set(processes.values()) | {os.getpid()}) == 3
+    assert workers.running() == {}  # leaving the block stops them
+    for m in (first, second):
+        assert set(m.median_seconds) == {"fastbp", "numpy"}
+        assert min(m.median_seconds.values()) > 0
+        assert m.agrees == {"fastbp": True}  # results came back from the processes
+        assert set(m.floor_seconds) == set(benchmarks.MEMORY_FLOORS["softmax_jacobian"])
+        assert m.calls_per_repeat == {"fastbp": 1, "numpy": 1}
+
+
+def test_an_error_in_a_benchmark_process_comes_back_with_its_traceback():
+    settings = benchmarks.Settings(repeats=1, min_seconds=0.0, peers=(), settle_seconds=0.0)
+    with benchmarks.Workers(settings) as workers:
+        with pytest.raises(benchmarks.WorkerError, match="no_such_case"):
+            workers.get("fastbp").ask("build", "no_such_case", 10)
+        other = dataclasses.replace(settings, repeats=3)
+        with pytest.raises(ValueError, match="other settings"):
+            benchmarks.measure(benchmarks.CASES["softmax_jacobian"], 10, other, workers)
 
 
 def test_measurement_speedup_is_peer_time_over_fastbp_time():
