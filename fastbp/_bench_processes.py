@@ -6,15 +6,21 @@ change the allocator's state or the floating-point flags for all the others. See
 in one process, for ``loss_and_grad`` 64-128-10 n=256: the NumPy reference took 1.0 ms
 alone and 9–10 ms once JAX had run, and fastbp took 230 µs alone and 310–510 µs beside
 JAX and PyTorch. A user of one library runs it alone, so each implementation is timed
-in a process of its own. That process is started once (``spawn``: nothing inherited
-but the environment), builds the problems it is sent, makes the warm-up call and times
-loops of calls on request; the parent interleaves the rounds as before.
+in a process of its own. That process is started once (a new interpreter, ``python -m
+fastbp._bench_processes``: nothing inherited but the environment, and the caller's
+script is not imported again, so it needs no ``if __name__ == "__main__"`` guard). It
+builds the problems it is sent, makes the warm-up call and times loops of calls on
+request, over a socket; the parent interleaves the rounds as before. POSIX only (the
+socket is passed as an inherited file descriptor).
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import socket
+import subprocess
+import sys
 import traceback
+from multiprocessing.connection import Connection
 
 
 class WorkerError(RuntimeError):
@@ -34,7 +40,6 @@ class Workers:
 
     def __init__(self, settings):
         self.settings = settings
-        self._context = multiprocessing.get_context("spawn")
         self._workers = {}
 
     def __enter__(self):
@@ -56,19 +61,21 @@ class Workers:
         """The process for implementation ``name`` (a peer's sees only that peer)."""
         worker = self._workers.get(name)
         if worker is None or not worker.alive:
-            worker = self._workers[name] = _Worker(self._context, self.settings, name)
+            worker = self._workers[name] = _Worker(self.settings, name)
         return worker
 
 
 class _Worker:
-    def __init__(self, context, settings, name):
+    def __init__(self, settings, name):
         self.name = name
-        self._connection, child = context.Pipe()
-        self._process = context.Process(
-            target=_serve, args=(child, settings, name), name=f"fastbp-bench-{name}", daemon=True
-        )
-        self._process.start()
-        child.close()
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            command = [sys.executable, "-m", __name__, str(theirs.fileno()), name]
+            self._process = subprocess.Popen(
+                command, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL
+            )
+            self._connection = Connection(ours.detach())
+        self._connection.send(settings)
 
     @property
     def pid(self):
@@ -76,14 +83,14 @@ class _Worker:
 
     @property
     def alive(self):
-        return self._process.is_alive()
+        return self._process.poll() is None
 
     def ask(self, *message):
         try:
             self._connection.send(message)
             status, value = self._connection.recv()
         except (EOFError, OSError) as error:
-            code = self._process.exitcode
+            code = self._process.poll()
             raise WorkerError(
                 f"the {self.name} process ended (exit code {code}): {type(error).__name__}"
             ) from None
@@ -96,17 +103,20 @@ class _Worker:
             self._connection.send(("stop",))
         except OSError:
             pass
-        self._process.join(timeout=5)
-        if self._process.is_alive():
+        try:
+            self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
             self._process.kill()
-            self._process.join()
+            self._process.wait()
         self._connection.close()
 
 
-def _serve(connection, settings, name):
-    """The process's loop: ``build`` and ``time`` requests until ``stop``."""
+def _serve(connection, name):
+    """The process's loop: its settings, then ``build`` and ``time`` requests until
+    ``stop``."""
     from fastbp import benchmarks
 
+    settings = connection.recv()
     functions = {}
     with benchmarks.thread_limit(settings.threads):
         while True:
@@ -126,3 +136,7 @@ def _serve(connection, settings, name):
                 connection.send(("error", traceback.format_exc(limit=-3).strip()))
             else:
                 connection.send(("ok", reply))
+
+
+if __name__ == "__main__":
+    _serve(Connection(int(sys.argv[1])), sys.argv[2])

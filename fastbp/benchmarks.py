@@ -91,9 +91,9 @@ class Settings:
         shares the cores with the spinning threads of the one timed before (seen here:
         2 to 5 times slower, whichever of NumPy and fastbp came second).
     isolate : bool
-        Time each implementation in a process of its own (see `Workers`). In one
-        process the libraries slow one another down (seen here: the NumPy reference
-        10 times slower once JAX had run), so only tests turn this off.
+        Time each implementation in a process of its own (see `Workers`; POSIX only,
+        so the default elsewhere is False). In one process the libraries slow one
+        another down (seen here: the NumPy reference 10 times slower once JAX had run).
     """
 
     dtype: type = np.float64
@@ -102,7 +102,7 @@ class Settings:
     peers: tuple = OPTIONAL_PEERS
     threads: int | None = None
     settle_seconds: float = 0.15
-    isolate: bool = True
+    isolate: bool = os.name == "posix"
 
 
 @dataclass(frozen=True)
