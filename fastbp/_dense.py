@@ -40,19 +40,20 @@ def _loss_args(mlp, theta, X, Y, l2):
     return theta, X, Y, l2
 
 
-def _check_values(mlp, theta, X, Y, check_finite):
+def _check_values(mlp, theta, X, Y, check_finite, checks=None):
     """The O(n) checks: finiteness (if asked) and the label range. Raises ValueError.
 
     The kernels make the same checks themselves; the NumPy backend calls this first,
-    and the numba backend calls it to name the input a kernel rejected.
+    and the numba backend calls it to name the input a kernel rejected. ``checks`` as
+    for `_validate.finite`.
     """
     if Y is not None and Y.dtype.kind in "iu":
-        _validate.labels_in_range(mlp, Y)
+        _validate.labels_in_range(mlp, Y, checks)
     if check_finite:
-        _validate.finite("theta", theta)
-        _validate.finite("X", X)
+        _validate.finite("theta", theta, checks)
+        _validate.finite("X", X, checks)
         if Y is not None:
-            _validate.finite("Y", Y)
+            _validate.finite("Y", Y, checks)
 
 
 def forward(mlp, theta, X, *, backend=None, check_finite=True, out=None):

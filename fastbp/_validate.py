@@ -132,9 +132,9 @@ def targets(net, value, n):
     return arr, False
 
 
-def labels_in_range(net, labels):
+def labels_in_range(net, labels, checks=None):
     nL = net._sizes[-1]
-    bad = outside(labels, 0, nL)
+    bad = outside(labels, 0, nL, checks)
     if bad is not None:
         raise ValueError(f"Y holds label {bad}, outside the {nL} classes 0..{nL - 1}")
 

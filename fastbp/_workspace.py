@@ -10,6 +10,7 @@ scratch happened to be aligned and 3.3 us in one whose scratch was not.
 
 from __future__ import annotations
 
+import math
 import threading
 
 import numpy as np
@@ -20,12 +21,14 @@ _local = threading.local()
 
 def aligned_empty(shape, dtype):
     """``np.empty(shape, dtype)`` whose data starts on an ``ALIGNMENT``-byte boundary."""
+    # math.prod and a tuple test, not np.prod and np.ndim: those took 4 of this
+    # function's 7 microseconds, and `train` makes six of these buffers per call.
     dtype = np.dtype(dtype)
-    shape = (int(shape),) if np.ndim(shape) == 0 else tuple(shape)
-    size = int(np.prod(shape, dtype=np.int64))
-    raw = np.empty(size * dtype.itemsize + ALIGNMENT, dtype=np.uint8)
+    shape = tuple(map(int, shape)) if isinstance(shape, (tuple, list)) else (int(shape),)
+    nbytes = math.prod(shape) * dtype.itemsize
+    raw = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
     skip = -raw.ctypes.data % ALIGNMENT
-    return raw[skip : skip + size * dtype.itemsize].view(dtype).reshape(shape)
+    return raw[skip : skip + nbytes].view(dtype).reshape(shape)
 
 
 def scratch(dtype, size):

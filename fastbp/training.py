@@ -186,10 +186,11 @@ def train(
         finite parameters.
     """
     kernels = _backend.kernels(backend, "training")
+    checks = _backend.kernels(backend, "checks")  # compiled: NumPy's took 28 us on digits
     theta, X, Y, l2 = _dense._loss_args(mlp, theta, X, Y, l2)
     if theta.ndim != 1:
         raise ValueError(f"train takes one network: theta must have shape (D,); got {theta.shape}")
-    _dense._check_values(mlp, theta, X, Y, check_finite)
+    _dense._check_values(mlp, theta, X, Y, check_finite, checks)
     epochs = _count("epochs", epochs, minimum=0)
     batch_size = _count("batch_size", batch_size, minimum=1)
     if not isinstance(optimizer, (SGD, Adam)):
@@ -200,7 +201,7 @@ def train(
         X_val, Y_val = validation
         try:
             X_val, Y_val, _ = _dense._loss_args(mlp, theta, X_val, Y_val, 0.0)[1:]
-            _dense._check_values(mlp, theta, X_val, Y_val, check_finite)
+            _dense._check_values(mlp, theta, X_val, Y_val, check_finite, checks)
         except ValueError as error:
             raise ValueError(f"validation data: {error}") from None
     # The kernels' buffers, each on a cache-line boundary (see fastbp._workspace).
