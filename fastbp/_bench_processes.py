@@ -6,12 +6,16 @@ change the allocator's state or the floating-point flags for all the others. See
 in one process, for ``loss_and_grad`` 64-128-10 n=256: the NumPy reference took 1.0 ms
 alone and 9–10 ms once JAX had run, and fastbp took 230 µs alone and 310–510 µs beside
 JAX and PyTorch. A user of one library runs it alone, so each implementation is timed
-in a process of its own. That process is started once (a new interpreter, ``python -m
-fastbp._bench_processes``: nothing inherited but the environment, and the caller's
-script is not imported again, so it needs no ``if __name__ == "__main__"`` guard). It
+in a process of its own. That process is started once (a new interpreter that runs
+`main`: nothing inherited but the environment, and the caller's script is not imported
+again, so it needs no ``if __name__ == "__main__"`` guard). It
 builds the problems it is sent, makes the warm-up call and times loops of calls on
 request, over a socket; the parent interleaves the rounds as before. POSIX only (the
 socket is passed as an inherited file descriptor).
+
+The new interpreter is given the parent's ``sys.path`` before it imports anything, so
+it imports the same fastbp: ``python -m`` or ``-c`` would put the working directory
+first, and in a source checkout that is the uninstalled ``fastbp/`` folder.
 """
 
 from __future__ import annotations
@@ -70,7 +74,8 @@ class _Worker:
         self.name = name
         ours, theirs = socket.socketpair()
         with ours, theirs:
-            command = [sys.executable, "-m", __name__, str(theirs.fileno()), name]
+            start = f"import sys; sys.path[:] = {sys.path!r}; import {__name__} as m; m.main()"
+            command = [sys.executable, "-c", start, str(theirs.fileno()), name]
             self._process = subprocess.Popen(
                 command, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL
             )
@@ -138,5 +143,6 @@ def _serve(connection, name):
                 connection.send(("ok", reply))
 
 
-if __name__ == "__main__":
+def main():
+    """The process's entry point: ``argv`` is ``[-c, socket file descriptor, name]``."""
     _serve(Connection(int(sys.argv[1])), sys.argv[2])

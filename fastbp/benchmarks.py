@@ -358,7 +358,8 @@ def build_in_process(name, case_name, size, settings):
 
     Returns the functions to time there, by name (the NumPy process also times the
     memory floors), and a picklable reply: the results as flat float64 arrays (if the
-    case compares them), why the implementation did not run, and whether to compare.
+    case compares them), why the implementation did not run, whether to compare, and
+    the file of the fastbp imported.
     """
     peers = (name,) if name in OPTIONAL_PEERS else ()
     built = CASES[case_name].build(size, dataclasses.replace(settings, peers=peers))
@@ -372,6 +373,7 @@ def build_in_process(name, case_name, size, settings):
         "unavailable": {**built.unavailable, **unavailable},
         "timed": list(functions),
         "compare": built.compare,
+        "fastbp": fastbp.__file__,  # which fastbp the process imported
     }
     return functions, reply
 

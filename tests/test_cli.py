@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -200,6 +201,16 @@ def test_isolated_measurement_times_each_implementation_in_a_process_of_its_own(
         assert m.agrees == {"fastbp": True}  # results came back from the processes
         assert set(m.floor_seconds) == set(benchmarks.MEMORY_FLOORS["softmax_jacobian"])
         assert m.calls_per_repeat == {"fastbp": 1, "numpy": 1}
+
+
+def test_benchmark_processes_import_the_fastbp_of_their_parent(monkeypatch):
+    # From the project root, `python -m` would import the uninstalled ./fastbp folder.
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    settings = benchmarks.Settings(repeats=1, min_seconds=0.0, peers=(), settle_seconds=0.0)
+    with benchmarks.Workers(settings) as workers:
+        reply = workers.get("fastbp").ask("build", "softmax_vjp", 10)
+    assert reply["fastbp"] == fastbp.__file__
+    assert reply["timed"] == ["fastbp"] and reply["unavailable"] == {}
 
 
 def test_an_error_in_a_benchmark_process_comes_back_with_its_traceback():
