@@ -145,4 +145,7 @@ def _serve(connection, name):
 
 def main():
     """The process's entry point: ``argv`` is ``[-c, socket file descriptor, name]``."""
-    _serve(Connection(int(sys.argv[1])), sys.argv[2])
+    try:
+        _serve(Connection(int(sys.argv[1])), sys.argv[2])
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the parent reports
+        pass
