@@ -1050,7 +1050,9 @@ def machine_info(peers=()):
         info["numba_threads"] = numba.get_num_threads()
     except ImportError:
         pass
-    torch = sys.modules.get("torch")  # only if a benchmark has imported it
+    # Only where PyTorch was timed in this process (Settings.isolate False); a process of
+    # its own sets its count from Settings.threads.
+    torch = sys.modules.get("torch")
     if torch is not None:
         info["torch_threads"] = torch.get_num_threads()
     return info

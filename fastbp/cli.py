@@ -530,7 +530,8 @@ def _bench(args):
     with benchmarks.thread_limit(args.threads) as not_limited:
         _print_thread_notes(args.threads, not_limited)
         headline, sweeps = _measure_cases(cases, settings, args.quick)
-        machine = benchmarks.machine_info(settings.peers)  # with the peers' thread counts
+        # Inside the limit: the thread counts the benchmark processes were given.
+        machine = benchmarks.machine_info(settings.peers)
     print()
     print(f"bench finished in {time.perf_counter() - start:.1f} s")
     if args.json is not None:
