@@ -143,9 +143,12 @@ def train(
     """Train by minibatch gradient descent; returns new parameters and a history.
 
     Each epoch shuffles the rows (``numpy.random.default_rng(seed)``, so the same seed
-    gives the same batches and, on one machine, bit-identical results), then takes one
-    optimiser step per batch of ``batch_size`` rows (the last batch may be smaller).
-    Wraps the kernel ``fastbp.kernels.training.train_epoch``.
+    gives the same batches and, on one machine with the same number of Numba threads,
+    bit-identical results), then takes one optimiser step per batch of ``batch_size``
+    rows (the last batch may be smaller). Wraps the kernel
+    ``fastbp.kernels.training.train_epoch``, or for a network with one hidden layer wide
+    enough to pay for it, ``train_epoch_split``, which splits the hidden units between
+    the threads.
 
     Parameters
     ----------
@@ -217,6 +220,8 @@ def train(
     Yb = _workspace.aligned_empty((batch_size,) + Y.shape[1:], Y.dtype)
     grad = _workspace.aligned_empty(theta.shape, theta.dtype)
     work = _workspace.aligned_empty(batch_size * mlp._work_per_row, theta.dtype)
+    if kernels is not None:
+        shares = kernels.split_shares(mlp.sizes, batch_size)
     rng = np.random.default_rng(seed)
     history = {"loss": [], "seconds": []}
     if validation is not None:
@@ -229,6 +234,11 @@ def train(
             mean_loss, step, diverged = reference.train_epoch(
                 mlp, theta, X, Y, l2, order, batch_size, optimizer, state, step
             )
+        elif shares > 1:
+            mean_loss, step, diverged = kernels.train_epoch_split(
+                mlp._spec, theta, X, Y, l2, order, batch_size, code, hyper, state, step,
+                Xb, Yb, grad, work, shares,
+            )  # fmt: skip
         else:
             mean_loss, step, diverged = kernels.train_epoch(
                 mlp._spec, theta, X, Y, l2, order, batch_size, code, hyper, state, step,

@@ -149,7 +149,7 @@ def _check_targets_overload(Y, spec, n):
 
 
 @kernel
-def _add_bias_and_activate(code, Z, b):
+def add_bias_and_activate(code, Z, b):
     """``Z <- act(Z + b)`` in one pass over a feature-major ``Z`` (width, n)."""
     width, n = Z.shape
     if code == SIGMOID:
@@ -210,7 +210,7 @@ def _forward_hidden(spec, theta, X, work):
                 for i in range(n):
                     Z[j, i] += bj
             return offset
-        _add_bias_and_activate(spec[0], Z, b)
+        add_bias_and_activate(spec[0], Z, b)
         offset += width * n
     return offset
 
@@ -247,11 +247,11 @@ def _softmax_columns(Z, P, m, s):
         s[i] = m[i] - log(s[i])
 
 
-def _output_loss_and_delta(output, loss, Z, Y, delta, temps, scale):
+def output_loss_and_delta(output, loss, Z, Y, delta, temps, scale):
     return 0.0
 
 
-@overload(_output_loss_and_delta, jit_options={"cache": True})
+@overload(output_loss_and_delta, jit_options={"cache": True})
 def _output_loss_and_delta_overload(output, loss, Z, Y, delta, temps, scale):
     """``Σ_i ℓ_i`` from the output pre-activation ``Z`` (nL, n); ``delta <- scale ∂ℓ/∂Z``.
 
@@ -388,7 +388,7 @@ def _network_loss(spec, theta, X, Y, l2, work):
     temps_at = delta_at + 2 * widest * n
     temps = matrix(work, temps_at, 3, n)
     scale = like(work[0], 1.0) / like(work[0], n)  # stays float32 for float32
-    total = _output_loss_and_delta(spec[1], spec[2], Z, Y, delta, temps, scale) / n
+    total = output_loss_and_delta(spec[1], spec[2], Z, Y, delta, temps, scale) / n
     if l2 != 0.0:
         penalty = 0.0
         for layer in range(spec.shape[0] - 4):

@@ -21,13 +21,39 @@ epoch's rows of the loss each row's batch had (L2 penalty included).
 When a batch's loss or gradient is not finite, the epoch stops: theta is set back to
 the parameters of the last finite step and ``diverged_at`` is that batch's index (else
 -1).
+
+``train_epoch_split`` takes the same steps for a network with one hidden layer, its
+hidden units split between ``shares`` threads (same arguments, then ``shares``; ``Xb``,
+``grad`` and ``work`` unused)::
+
+    train_epoch_split(spec, theta, X, Y, l2, order, batch_size, optimizer, hyper, state,
+                      step, Xb, Yb, grad, work, shares) -> (mean_loss, step, diverged_at)
+
+Each thread keeps its units' parameters (columns of ``W_1``, entries of ``b_1``, rows of
+``W_2``; share 0 also ``b_2``) and their optimiser state in arrays of its own for the
+whole epoch: the threads then exchange only the output layer's partial pre-activations
+(``nL x batch`` numbers per step) and its delta, where splitting the batch's rows instead
+would move the whole gradient and parameter vector between the cores at every step.
+The products are the same as ``train_epoch``'s, cut along the hidden units; the output
+layer's pre-activation adds the shares' parts in share order, so results agree with
+``train_epoch``'s to rounding and are the same from run to run for a given ``shares``.
 """
 
 import math
 
+import numba
+import numpy as np
+from numba import prange
+
 from fastbp.kernels._config import kernel
+from fastbp.kernels.activations import multiply_by_derivative
 from fastbp.kernels.checks import all_finite
-from fastbp.kernels.dense import network_loss_and_grad
+from fastbp.kernels.dense import (
+    add_bias_and_activate,
+    network_loss_and_grad,
+    output_loss_and_delta,
+)
+from fastbp.kernels.linalg import matmul, matmul_nt, matmul_tn, matrix
 
 SGD = 0
 ADAM = 1
@@ -112,4 +138,266 @@ def train_epoch(
             )
         total += value * rows
         batch += 1
+    return total / n, step, -1
+
+
+# --------------------------------------------------------------------------- split hidden layer
+
+# Below this many parameters a step is too short to pay for waking a second thread: on
+# the 2-core machine, 4-16-3 networks trained 1.7-2.4x slower split, 64-128-10 ones
+# 1.3-1.5x faster (batches of 8 and 32 rows).
+SPLIT_MIN_PARAMS = 4096
+# Each share's products must stay single-threaded in BLAS: OpenBLAS starts its own
+# threads for products of more than 2^18 multiply-adds, and those threads and the
+# shares' then fight over the cores (a 64-128-10 epoch in batches of 128 took 50x as
+# long split as not).
+SPLIT_MAX_PRODUCT = 1 << 18
+SPLIT_MIN_UNITS = 32  # hidden units per share at least
+
+
+def split_shares(sizes, batch_size, threads=None):
+    """How many threads `train_epoch_split` should split a network's hidden units
+    between, or 1 for `train_epoch` (plain Python; ``sizes`` ``[n0, ..., nL]``;
+    ``threads`` defaults to Numba's current thread count)."""
+    if threads is None:
+        threads = numba.get_num_threads()
+    if len(sizes) != 3 or threads < 2:
+        return 1
+    n0, n1, nL = sizes
+    shares = min(threads, n1 // SPLIT_MIN_UNITS)
+    n_params = n0 * n1 + n1 + n1 * nL + nL
+    if shares < 2 or n_params < SPLIT_MIN_PARAMS:
+        return 1
+    widest = -(-n1 // shares)
+    if max(n0, nL) * widest * batch_size > SPLIT_MAX_PRODUCT:
+        return 1
+    return shares
+
+
+@kernel
+def _share_bounds(n1, shares, t):
+    """The hidden units ``first .. stop`` of share ``t``."""
+    return t * n1 // shares, (t + 1) * n1 // shares
+
+
+@kernel
+def _share_size(n0, n1, nL, shares, t):
+    """Parameters share ``t`` keeps: its columns of W_1, entries of b_1, rows of W_2,
+    and (share 0) b_2."""
+    first, stop = _share_bounds(n1, shares, t)
+    h = stop - first
+    return n0 * h + h + h * nL + (nL if t == 0 else 0)
+
+
+@kernel
+def _exchange_share(theta, local, n0, n1, nL, first, stop, with_b2, to_local):
+    """Copy share parameters between the flat ``theta`` (layout of ``MLP.unpack``) and a
+    share's ``local`` vector ``[W_1 columns (n0, h), b_1 part, W_2 rows (h, nL), b_2]``."""
+    h = stop - first
+    at = 0
+    for p in range(n0):  # W_1[p, first:stop]
+        for j in range(h):
+            if to_local:
+                local[at + p * h + j] = theta[p * n1 + first + j]
+            else:
+                theta[p * n1 + first + j] = local[at + p * h + j]
+    at += n0 * h
+    b1 = n0 * n1
+    w2 = b1 + n1
+    b2 = w2 + n1 * nL
+    pieces = (
+        (b1 + first, h),  # b_1[first:stop]
+        (w2 + first * nL, h * nL),  # W_2[first:stop, :]
+        (b2, nL if with_b2 else 0),  # b_2
+    )
+    for start, length in pieces:
+        for j in range(length):
+            if to_local:
+                local[at + j] = theta[start + j]
+            else:
+                theta[start + j] = local[at + j]
+        at += length
+
+
+@kernel
+def _step_share(optimizer, hyper, params, grad, state, step):
+    """One optimiser step on a share's parameters (``state`` (3, size) as for theta)."""
+    if optimizer == SGD:
+        _sgd_step(params, grad, state[2], state[0], hyper[0], hyper[1], hyper[2] != 0.0)
+    else:
+        _adam_step(
+            params, grad, state[2], state[0], state[1], hyper[0], hyper[3], hyper[4],
+            hyper[5], step,
+        )  # fmt: skip
+
+
+@kernel
+def _forward_share(spec, params, X, order, start, rows, Xt, H, partial):
+    """Share forward pass: ``Xt`` (n0, rows) <- the batch's rows, transposed; ``H``
+    (h, rows) <- its hidden activations; ``partial`` (nL, rows) <- ``W_2[share]^T H``."""
+    n0, h, nL = spec[3], H.shape[0], spec[5]
+    for i in range(rows):
+        source = order[start + i]
+        for p in range(n0):
+            Xt[p, i] = X[source, p]
+    matmul_tn(matrix(params, 0, n0, h), Xt, H)
+    add_bias_and_activate(spec[0], H, params[n0 * h : n0 * h + h])
+    matmul_tn(matrix(params, n0 * h + h, h, nL), H, partial)
+
+
+@kernel
+def _backward_share(spec, params, l2, Xt, H, delta, grad, D1, with_b2):
+    """Share gradient, in the share's layout, from the output delta (nL, rows): its W_2
+    rows, b_1 entries and W_1 columns (and b_2 for share 0). ``D1`` (h, rows) scratch."""
+    n0, h, nL = spec[3], H.shape[0], spec[5]
+    rows = H.shape[1]
+    W1 = matrix(params, 0, n0, h)
+    W2 = matrix(params, n0 * h + h, h, nL)
+    gW1 = matrix(grad, 0, n0, h)
+    gb1 = grad[n0 * h : n0 * h + h]
+    gW2 = matrix(grad, n0 * h + h, h, nL)
+    zero = grad.dtype.type(0.0)
+    matmul_nt(H, delta, gW2)
+    if with_b2:
+        gb2 = grad[n0 * h + h + h * nL : n0 * h + h + h * nL + nL]
+        for k in range(nL):
+            total = zero
+            for i in range(rows):
+                total += delta[k, i]
+            gb2[k] = total
+    matmul(W2, delta, D1)
+    multiply_by_derivative(spec[0], H, D1)
+    for j in range(h):
+        total = zero
+        for i in range(rows):
+            total += D1[j, i]
+        gb1[j] = total
+    matmul_nt(Xt, D1, gW1)
+    if l2 != 0.0:
+        l2_ = grad.dtype.type(l2)
+        for p in range(n0):
+            for j in range(h):
+                gW1[p, j] += l2_ * W1[p, j]
+        for j in range(h):
+            for k in range(nL):
+                gW2[j, k] += l2_ * W2[j, k]
+
+
+@kernel
+def _penalty_share(params, n0, h, nL):
+    """``Σ W²`` over a share's weights (its W_1 columns and W_2 rows)."""
+    total = 0.0
+    for j in range(n0 * h):
+        total += params[j] * params[j]
+    for j in range(n0 * h + h, n0 * h + h + h * nL):
+        total += params[j] * params[j]
+    return total
+
+
+@kernel(parallel=True)
+def train_epoch_split(
+    spec, theta, X, Y, l2, order, batch_size, optimizer, hyper, state, step, Xb, Yb, grad,
+    work, shares,
+):  # fmt: skip
+    n, n0 = X.shape
+    n1, nL = spec[4], spec[5]
+    dtype = theta.dtype
+    width = n1 // shares + 1  # the widest share
+    size = _share_size(n0, width, nL, 1, 0)  # room for any share's parameters
+    # Per share, one row each: parameters, gradient, optimiser state, and flat scratch
+    # for the transposed batch, the hidden activations, their delta and the output part.
+    params = np.empty((shares, size), dtype=dtype)
+    grads = np.empty((shares, size), dtype=dtype)
+    states = np.empty((shares, 3, size), dtype=dtype)
+    Xts = np.empty((shares, n0 * batch_size), dtype=dtype)
+    Hs = np.empty((shares, width * batch_size), dtype=dtype)
+    D1s = np.empty((shares, width * batch_size), dtype=dtype)
+    partials = np.empty((shares, nL * batch_size), dtype=dtype)
+    penalties = np.zeros(shares)
+    finite = np.ones(shares, dtype=np.bool_)
+    Zs = np.empty(nL * batch_size, dtype=dtype)
+    deltas = np.empty(nL * batch_size, dtype=dtype)
+    temps = np.empty(3 * batch_size, dtype=dtype)
+    sizes = np.empty(shares, dtype=np.int64)
+    for t in range(shares):
+        first, stop = _share_bounds(n1, shares, t)
+        sizes[t] = _share_size(n0, n1, nL, shares, t)
+        _exchange_share(theta, params[t], n0, n1, nL, first, stop, t == 0, True)
+        for row in range(3):
+            _exchange_share(state[row], states[t, row], n0, n1, nL, first, stop, t == 0, True)
+    total = 0.0
+    batch = 0
+    start = 0
+    pending = False  # a step computed and not yet applied
+    diverged = -1
+    while start < n:
+        rows = min(start + batch_size, n) - start
+        for t in prange(shares):
+            first, stop = _share_bounds(n1, shares, t)
+            h = stop - first
+            mine = params[t][: sizes[t]]
+            if pending:
+                _step_share(optimizer, hyper, mine, grads[t][: sizes[t]], states[t], step)
+            if l2 != 0.0:
+                penalties[t] = _penalty_share(mine, n0, h, nL)
+            Xt = matrix(Xts[t], 0, n0, rows)
+            H = matrix(Hs[t], 0, h, rows)
+            _forward_share(spec, mine, X, order, start, rows, Xt, H,
+                           matrix(partials[t], 0, nL, rows))  # fmt: skip
+        pending = False
+        # The output layer, on this thread: b_2 (kept by share 0, at the end of its
+        # parameters) plus the shares' parts, in share order.
+        Z = matrix(Zs, 0, nL, rows)
+        delta = matrix(deltas, 0, nL, rows)
+        b2 = params[0][sizes[0] - nL : sizes[0]]
+        for k in range(nL):
+            for i in range(rows):
+                Z[k, i] = b2[k]
+        for t in range(shares):
+            part = matrix(partials[t], 0, nL, rows)
+            for k in range(nL):
+                for i in range(rows):
+                    Z[k, i] += part[k, i]
+        _gather(Y, order, start, start + rows, Yb)
+        scale = dtype.type(1.0) / dtype.type(rows)
+        value = (
+            output_loss_and_delta(
+                spec[1], spec[2], Z, Yb[:rows], delta, matrix(temps, 0, 3, rows), scale
+            )
+            / rows
+        )
+        if l2 != 0.0:
+            value += 0.5 * l2 * penalties.sum()
+        if not math.isfinite(value):
+            diverged = batch
+            break
+        for t in prange(shares):
+            first, stop = _share_bounds(n1, shares, t)
+            h = stop - first
+            g = grads[t][: sizes[t]]
+            _backward_share(spec, params[t][: sizes[t]], l2, matrix(Xts[t], 0, n0, rows),
+                            matrix(Hs[t], 0, h, rows), delta, g,
+                            matrix(D1s[t], 0, h, rows), t == 0)  # fmt: skip
+            finite[t] = all_finite(g)
+        if not finite.all():
+            diverged = batch
+            break
+        step += 1
+        pending = True
+        total += value * rows
+        batch += 1
+        start += rows
+    if pending:
+        for t in prange(shares):
+            m = sizes[t]
+            _step_share(optimizer, hyper, params[t][:m], grads[t][:m], states[t], step)
+    for t in range(shares):
+        first, stop = _share_bounds(n1, shares, t)
+        if diverged >= 0 and step > 0:
+            params[t][:] = states[t, 2]
+        _exchange_share(theta, params[t], n0, n1, nL, first, stop, t == 0, False)
+        for row in range(3):
+            _exchange_share(state[row], states[t, row], n0, n1, nL, first, stop, t == 0, False)
+    if diverged >= 0:
+        return total / max(start, 1), step, diverged
     return total / n, step, -1

@@ -13,6 +13,7 @@ OPTIMIZERS = {
     "nesterov": fastbp.SGD(0.1, momentum=0.8, nesterov=True),
     "adam": fastbp.Adam(0.01),
 }
+TOLERANCES = {np.float64: dict(rtol=1e-9, atol=1e-12), np.float32: dict(rtol=1e-3, atol=1e-5)}
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -32,10 +33,48 @@ def test_compiled_epochs_match_the_numpy_twin(sizes, hidden, output, labels, opt
     got, history = fastbp.train(net, theta, X, Y, **options)
     expected, expected_history = fastbp.reference.train(net, theta, X, Y, **options)
     assert got.dtype == dtype and got.shape == theta.shape
-    tolerance = dict(rtol=1e-9, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-3, atol=1e-5)
-    np.testing.assert_allclose(got, expected, **tolerance)
-    np.testing.assert_allclose(history["loss"], expected_history["loss"], **tolerance)
+    np.testing.assert_allclose(got, expected, **TOLERANCES[dtype])
+    np.testing.assert_allclose(history["loss"], expected_history["loss"], **TOLERANCES[dtype])
     assert len(history["loss"]) == len(history["seconds"]) == 3
+
+
+# Networks with one hidden layer, wide enough to split between threads in shares of
+# unequal sizes, trained on 45 rows so that the last batch is short.
+SPLIT_NETS = [
+    ([5, 40, 3], "sigmoid", "softmax", True),
+    ([4, 37, 2], "tanh", "sigmoid", False),
+    ([3, 33, 1], "relu", "identity", False),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+@pytest.mark.parametrize("shares", [2, 3])
+@pytest.mark.parametrize("sizes,hidden,output,labels", SPLIT_NETS)
+def test_hidden_units_split_between_threads_match_the_numpy_twin(
+    sizes, hidden, output, labels, shares, optimizer, dtype, monkeypatch
+):
+    monkeypatch.setattr(fastbp.kernels.training, "split_shares", lambda *args: shares)
+    net = fastbp.MLP(sizes, hidden=hidden, output=output)
+    theta, X, Y = make_problem(net, n=45, dtype=dtype, labels=labels)
+    for batch_size in (8, 4, 64):  # short last batches of 5 rows and 1 row; one batch
+        options = dict(epochs=2, batch_size=batch_size, optimizer=OPTIMIZERS[optimizer],
+                       l2=0.01, seed=3)  # fmt: skip
+        got, history = fastbp.train(net, theta, X, Y, **options)
+        expected, expected_history = fastbp.reference.train(net, theta, X, Y, **options)
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, expected, **TOLERANCES[dtype])
+        np.testing.assert_allclose(history["loss"], expected_history["loss"], **TOLERANCES[dtype])
+
+
+def test_split_shares_chooses_threads_only_where_they_pay():
+    split_shares = fastbp.kernels.training.split_shares
+    assert split_shares([64, 128, 10], 32, threads=2) == 2  # digits: 1.3x faster split
+    assert split_shares([64, 128, 10], 32, threads=1) == 1
+    assert split_shares([64, 128, 10], 32, threads=8) == 4  # 32 units a share at least
+    assert split_shares([4, 16, 3], 8, threads=2) == 1  # too small to pay
+    assert split_shares([64, 128, 10], 128, threads=2) == 1  # BLAS would start threads
+    assert split_shares([64, 128, 128, 10], 32, threads=2) == 1  # one hidden layer only
 
 
 def test_same_seed_gives_bit_identical_results_and_leaves_theta_alone():
@@ -97,7 +136,9 @@ def test_digits_reach_96_percent_on_a_held_out_quarter():
     assert len(history["val_loss"]) == DIGITS_EPOCHS
 
 
-def test_divergence_stops_with_the_last_finite_parameters():
+@pytest.mark.parametrize("shares", [1, 2])
+def test_divergence_stops_with_the_last_finite_parameters(shares, monkeypatch):
+    monkeypatch.setattr(fastbp.kernels.training, "split_shares", lambda *args: shares)
     net = fastbp.MLP([2, 8, 1], hidden="relu", output="identity")
     theta, X, Y = make_problem(net, n=32)
     Y = Y * 1e150
@@ -106,6 +147,15 @@ def test_divergence_stops_with_the_last_finite_parameters():
     assert np.isfinite(info.value.theta).all() and info.value.theta.flags.owndata
     value, grad = fastbp.loss_and_grad(net, info.value.theta, X, Y)
     assert np.isfinite(value)
+    # The NumPy twin stops at the same batch with the same parameters.
+    options = dict(epochs=50, batch_size=8, optimizer=fastbp.SGD(10.0))
+    with (
+        pytest.raises(fastbp.TrainingDiverged) as twin,
+        np.errstate(over="ignore", invalid="ignore"),
+    ):
+        fastbp.reference.train(net, theta, X, Y, **options)
+    assert (info.value.epoch, info.value.batch) == (twin.value.epoch, twin.value.batch)
+    np.testing.assert_allclose(info.value.theta, twin.value.theta, rtol=1e-9)
 
 
 def test_callback_progress_and_early_stop(capsys):
