@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from fastbp import _workspace
 from fastbp.mlp import MLP
 
 FLOAT32 = np.dtype(np.float32)
@@ -210,6 +211,8 @@ def out(name, value, shape, dtype, label="the result"):
         nbytes = dtype.itemsize * math.prod(shape)
         if nbytes >= MEMORY_CHECK_BYTES:
             available = _available_bytes()
+            if available is not None and nbytes > available and _workspace.release_idle():
+                available = _available_bytes()
             if available is not None and nbytes > available:
                 what = " x ".join(str(length) for length in shape)
                 raise MemoryError(
@@ -217,7 +220,7 @@ def out(name, value, shape, dtype, label="the result"):
                     f"{nbytes / 2**30:.1f} GiB, more than the {available / 2**30:.1f} GiB "
                     "of memory available: pass fewer networks or points per call"
                 )
-        return np.empty(shape, dtype=dtype)
+        return _workspace.result_empty(shape, dtype)
     if type(value) is not np.ndarray:
         raise TypeError(f"{name} must be a numpy array; got {type(value).__name__}")
     if value.shape != shape or value.dtype != dtype or not value.flags.c_contiguous:

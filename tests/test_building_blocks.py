@@ -4,6 +4,7 @@ input checks, and the aligned scratch memory."""
 import numpy as np
 import pytest
 
+import fastbp
 from fastbp import _validate, _workspace
 from fastbp.kernels import checks, linalg
 from fastbp.kernels._config import kernel
@@ -93,3 +94,52 @@ def test_aligned_empty_starts_on_a_cache_line(shape, dtype):
     assert a.shape == ((shape,) if isinstance(shape, int) else shape)
     assert a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
     assert _workspace.scratch(np.dtype(dtype), 100).ctypes.data % _workspace.ALIGNMENT == 0
+
+
+def test_large_results_reuse_the_memory_of_dropped_ones():
+    Z = np.random.default_rng(0).standard_normal((3000, 10))  # J: 2.4 MB
+    _workspace.release_idle()
+    first = fastbp.softmax_jacobian(Z)
+    assert first.nbytes >= _workspace.POOL_MIN_BYTES
+    assert first.flags.c_contiguous and first.flags.writeable
+    assert first.ctypes.data % _workspace.ALIGNMENT == 0
+    where = first.ctypes.data
+    second = fastbp.softmax_jacobian(Z)  # first still alive: memory of its own
+    assert not np.shares_memory(first, second)
+    expected = first.copy()
+    view = first[10:20]
+    del first
+    third = fastbp.softmax_jacobian(Z)  # a view keeps the block in use
+    assert not np.shares_memory(third, view)
+    del view
+    fourth = fastbp.softmax_jacobian(Z)
+    assert fourth.ctypes.data == where  # the dropped result's block, reused
+    np.testing.assert_array_equal(fourth, expected)
+    np.testing.assert_array_equal(second, third)
+    del fourth
+    assert _workspace.release_idle() == len(Z) * 10 * 10 * 8
+    assert fastbp.softmax_jacobian(Z[:10]).flags.owndata  # small results: plain np.empty
+
+
+def test_the_pool_keeps_no_more_idle_memory_than_allowed(monkeypatch):
+    Z = np.random.default_rng(0).standard_normal((3000, 10))
+    _workspace.release_idle()
+    monkeypatch.setattr(_workspace, "POOL_IDLE_BYTES", 1 << 20)  # less than one result
+    result = fastbp.softmax_jacobian(Z)
+    assert not result.flags.owndata  # from the pool
+    del result
+    assert _workspace.release_idle() == 0  # not kept
+    monkeypatch.setattr(_workspace, "POOL_IDLE_BYTES", 0)  # the pool turned off
+    assert fastbp.softmax_jacobian(Z).flags.owndata
+
+
+def test_the_memory_guard_hands_idle_pool_memory_back_before_refusing(monkeypatch):
+    Z = np.random.default_rng(0).standard_normal((3000, 10))
+    result = fastbp.softmax_jacobian(Z)
+    del result  # its block waits in the pool
+    answers = iter([100, 1 << 40])  # too little memory, then enough once released
+    monkeypatch.setattr(_validate, "MEMORY_CHECK_BYTES", 1)
+    monkeypatch.setattr(_validate, "_available_bytes", lambda: next(answers))
+    J = fastbp.softmax_jacobian(Z)  # refused without the second answer
+    assert J.shape == (3000, 10, 10)
+    assert _workspace.release_idle() == 0  # the guard released the idle block
