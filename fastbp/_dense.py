@@ -164,7 +164,7 @@ def loss_and_grad(mlp, theta, X, Y, l2=0.0, *, backend=None, check_finite=True, 
     if not (l2_ready and _validate.kernel_ready(mlp, theta, X, Y)):
         theta, X, Y, l2 = _loss_args(mlp, theta, X, Y, l2)
     if out is None:  # np.empty inlined for the small ones (the pool's call costs 0.2 us)
-        if theta.size * 8 < _workspace.POOL_MIN_BYTES:
+        if theta.nbytes < _workspace.POOL_MIN_BYTES:
             grad = np.empty(theta.shape, theta.dtype)
         else:
             grad = _workspace.result_empty(theta.shape, theta.dtype)

@@ -39,7 +39,17 @@ def _default_idle_bytes():
     return min(1 << 29, memory // 8)
 
 
-POOL_IDLE_BYTES = int(os.environ.get("FASTBP_POOL_BYTES", _default_idle_bytes()))
+def _idle_bytes_setting():
+    value = os.environ.get("FASTBP_POOL_BYTES", "").strip()
+    if not value:
+        return _default_idle_bytes()
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"FASTBP_POOL_BYTES must be a number of bytes; got {value!r}") from None
+
+
+POOL_IDLE_BYTES = _idle_bytes_setting()
 _local = threading.local()
 
 

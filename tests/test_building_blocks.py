@@ -143,3 +143,13 @@ def test_the_memory_guard_hands_idle_pool_memory_back_before_refusing(monkeypatc
     J = fastbp.softmax_jacobian(Z)  # refused without the second answer
     assert J.shape == (3000, 10, 10)
     assert _workspace.release_idle() == 0  # the guard released the idle block
+
+
+def test_the_pool_limit_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("FASTBP_POOL_BYTES", "1000")
+    assert _workspace._idle_bytes_setting() == 1000
+    monkeypatch.setenv("FASTBP_POOL_BYTES", "")
+    assert 0 < _workspace._idle_bytes_setting() <= 1 << 29
+    monkeypatch.setenv("FASTBP_POOL_BYTES", "lots")
+    with pytest.raises(ValueError, match="FASTBP_POOL_BYTES.*'lots'"):
+        _workspace._idle_bytes_setting()
