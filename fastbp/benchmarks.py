@@ -87,7 +87,8 @@ class Settings:
         leaves PyTorch's default.
     settle_seconds : float
         Pause before each timed round. OpenBLAS threads spin for about 0.1 s after a
-        call before they sleep; without the pause, the implementation timed next
+        call before they sleep (2^28 cycles: 0.103 s on the 2.6 GHz test machine, so
+        the pause must be longer); without the pause, the implementation timed next
         shares the cores with the spinning threads of the one timed before (seen here:
         2 to 5 times slower, whichever of NumPy and fastbp came second).
     isolate : bool
@@ -229,10 +230,16 @@ def time_calls(function, count):
 
 def calls_per_repeat(run, min_seconds):
     """How many calls make one timed round of at least ``min_seconds``; ``run(count)``
-    times a loop of ``count`` calls and returns the seconds per call."""
+    times a loop of ``count`` calls and returns the seconds per call.
+
+    Each estimate is the fastest of three loops, and `_time` pauses before counting as
+    before a round: one slow call must not set the count. Seen here, fastbp's calls
+    right after the NumPy process had run a case on OpenBLAS's threads (which then spin
+    for 0.1 s) took milliseconds; a single call made a round, and every round timed one
+    cold call (229 us, against 24 us for rounds of 521 calls counted after a pause)."""
     calls = 1
     while True:
-        elapsed = run(calls) * calls
+        elapsed = min(run(calls) for _ in range(3)) * calls
         if elapsed >= 0.2 * min_seconds or calls >= 100_000:
             break
         calls *= 10
@@ -242,7 +249,10 @@ def calls_per_repeat(run, min_seconds):
 def _time(runs, settings):
     """Median seconds per call and calls per round of each ``runs[name](count)``, all
     interleaved, with a pause before each round."""
-    calls = {name: calls_per_repeat(run, settings.min_seconds) for name, run in runs.items()}
+    calls = {}
+    for name, run in runs.items():  # counted after the same pause as the rounds
+        time.sleep(settings.settle_seconds)
+        calls[name] = calls_per_repeat(run, settings.min_seconds)
     samples = {name: [] for name in runs}
     names = list(runs)
     for round_ in range(settings.repeats):

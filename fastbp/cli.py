@@ -346,7 +346,9 @@ def _demo_gradcheck():
 
 
 def _demo_speed(repeats):
-    settings = benchmarks.Settings(repeats=repeats, min_seconds=0.01, peers=(), settle_seconds=0.1)
+    # The bench's pause before each round (0.15 s): longer than OpenBLAS's threads spin
+    # after a product they share (0.103 s here; see Settings.settle_seconds).
+    settings = benchmarks.Settings(repeats=repeats, min_seconds=0.01, peers=())
     print(
         f"speed-up of fastbp over the NumPy reference (float64, median of {repeats} "
         f"repeats, both measured side by side):"
@@ -397,7 +399,6 @@ def _bench_settings(args):
         min_seconds=0.005 if args.quick else 0.02,
         peers=peers,
         threads=args.threads,
-        settle_seconds=0.1 if args.quick else 0.15,
     )
 
 
