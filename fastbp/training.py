@@ -220,8 +220,7 @@ def train(
     Yb = _workspace.aligned_empty((batch_size,) + Y.shape[1:], Y.dtype)
     grad = _workspace.aligned_empty(theta.shape, theta.dtype)
     work = _workspace.aligned_empty(batch_size * mlp._work_per_row, theta.dtype)
-    if kernels is not None:
-        shares = kernels.split_shares(mlp.sizes, batch_size)
+    shares = 1 if kernels is None else kernels.split_shares(mlp.sizes, batch_size)
     rng = np.random.default_rng(seed)
     history = {"loss": [], "seconds": []}
     if validation is not None:
