@@ -53,7 +53,7 @@ from fastbp.kernels.activations import (
 )
 from fastbp.kernels.checks import all_finite, all_in_range
 from fastbp.kernels.codes import CROSS_ENTROPY, IDENTITY, SIGMOID, SOFTMAX
-from fastbp.kernels.linalg import matmul, matmul_nt, matmul_tn, matrix, uses_blas
+from fastbp.kernels.linalg import matmul, matmul_nt, matmul_tn, matrix, sum_rows, uses_blas
 from fastbp.kernels.spec import n_params, n_params_before
 
 # --------------------------------------------------------------------------- layout
@@ -428,11 +428,7 @@ def network_loss_and_grad(spec, theta, X, Y, l2, grad, work):
             for p in range(n_in):
                 for j in range(width):
                     gW[p, j] += l2_ * W[p, j]
-        for j in range(width):
-            total_j = like(l2_, 0.0)
-            for i in range(n):
-                total_j += delta[j, i]
-            gb[j] = total_j
+        sum_rows(delta, gb)
         if layer > 0:
             A_in = matrix(work, end - n_in * n, n_in, n)
             previous = matrix(work, spare_at, n_in, n)

@@ -118,6 +118,17 @@ def accumulate(A, transposed, H, R, ncols):
 
 
 @kernel
+def sum_rows(M, out):
+    """``out[j] <- Σ_i M[j, i]``: the bias gradients, from a feature-major delta."""
+    zero = out.dtype.type(0.0)
+    for j in range(M.shape[0]):
+        total = zero
+        for i in range(M.shape[1]):
+            total += M[j, i]
+        out[j] = total
+
+
+@kernel
 def matmul(A, B, C):
     """``C <- A @ B`` for ``A (n, k)``, ``B (k, m)``, ``C (n, m)``."""
     n, k = A.shape

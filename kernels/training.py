@@ -54,7 +54,7 @@ from fastbp.kernels.dense import (
     network_loss_and_grad,
     output_loss_and_delta,
 )
-from fastbp.kernels.linalg import matmul, matmul_nt, matmul_tn, matrix
+from fastbp.kernels.linalg import matmul, matmul_nt, matmul_tn, matrix, sum_rows
 
 SGD = 0
 ADAM = 1
@@ -257,28 +257,17 @@ def _backward_share(spec, params, l2, Xb, H, delta, grad, D1, with_b2):
     Both large products are plain ``A @ B`` (``W_1^T`` kept as such, the batch kept both
     ways): OpenBLAS ran ``X^T @ D1^T`` in 6.9-8.3 us and ``D1 @ X`` in 5.4 us."""
     n0, h, nL = spec[3], H.shape[0], spec[5]
-    rows = H.shape[1]
     W1t = matrix(params, 0, h, n0)
     W2 = matrix(params, n0 * h + h, h, nL)
     gW1t = matrix(grad, 0, h, n0)
     gb1 = grad[n0 * h : n0 * h + h]
     gW2 = matrix(grad, n0 * h + h, h, nL)
-    zero = grad.dtype.type(0.0)
     matmul_nt(H, delta, gW2)
     if with_b2:
-        gb2 = grad[n0 * h + h + h * nL : n0 * h + h + h * nL + nL]
-        for k in range(nL):
-            total = zero
-            for i in range(rows):
-                total += delta[k, i]
-            gb2[k] = total
+        sum_rows(delta, grad[n0 * h + h + h * nL : n0 * h + h + h * nL + nL])
     matmul(W2, delta, D1)
     multiply_by_derivative(spec[0], H, D1)
-    for j in range(h):
-        total = zero
-        for i in range(rows):
-            total += D1[j, i]
-        gb1[j] = total
+    sum_rows(D1, gb1)
     matmul(D1, Xb, gW1t)
     if l2 != 0.0:
         l2_ = grad.dtype.type(l2)
