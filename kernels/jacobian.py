@@ -49,7 +49,7 @@ from numba import config, prange
 from numba.extending import overload
 
 from fastbp.kernels._config import kernel
-from fastbp.kernels.activations import exp, like, sigmoid
+from fastbp.kernels.activations import exp, sigmoid, tanh
 from fastbp.kernels.codes import IDENTITY, SIGMOID, SOFTMAX, TANH
 from fastbp.kernels.linalg import NO, YES, accumulate, matrix
 from fastbp.kernels.spec import n_params, n_params_before
@@ -137,19 +137,6 @@ def _with_population_axis_overload(theta, result):
 
 
 # --------------------------------------------------------------------------- block steps
-
-
-@kernel
-def tanh(z):
-    """``tanh(z)`` from one ``exp`` of ``-2|z|``, which vectorises (libm's tanh does not).
-
-    Absolute error about one unit in the last place of 1, so relative error grows as
-    ``|z|`` shrinks below 1e-3; the Jacobian uses ``1 - a²`` and loses nothing.
-    """
-    e = exp(like(z, -2.0) * abs(z))
-    one = like(z, 1.0)
-    a = (one - e) / (one + e)
-    return a if z >= like(z, 0.0) else -a
 
 
 # Slabs are addressed through row views: an index such as ``base + t`` could be

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fastbp.kernels._config import kernel
-from fastbp.kernels.activations import exp, log, sigmoid
+from fastbp.kernels.activations import exp, log, sigmoid, tanh
 
 
 @kernel
@@ -14,13 +14,15 @@ def _apply(code, x, out):
             out[i] = exp(x[i])
         elif code == 1:
             out[i] = log(x[i])
-        else:
+        elif code == 2:
             out[i] = sigmoid(x[i])
+        else:
+            out[i] = tanh(x[i])
 
 
 def apply(name, x):
     out = np.empty_like(x)
-    _apply({"exp": 0, "log": 1, "sigmoid": 2}[name], x, out)
+    _apply({"exp": 0, "log": 1, "sigmoid": 2, "tanh": 3}[name], x, out)
     return out
 
 
@@ -65,3 +67,19 @@ def test_sigmoid_is_stable_and_accurate():
     expected = np.where(x >= 0, 1 / (1 + e), e / (1 + e))
     np.testing.assert_allclose(got, expected, rtol=1e-15, atol=0)
     assert np.isfinite(got).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tanh_keeps_relative_accuracy_for_every_magnitude(dtype):
+    # Tiny arguments are where tanh from (1 - e) / (1 + e) loses every digit.
+    rng = np.random.default_rng(3)
+    magnitudes = np.concatenate([rng.uniform(0, 25, 100_000), 10 ** rng.uniform(-30, 0, 20_000)])
+    edges = [0.17, 0.1733, 0.18, 0.3466, 0.35, 9.0, 18.0, 20.0, 40.0, 1e4, 1e30]
+    x = np.concatenate([magnitudes, -magnitudes, edges]).astype(dtype)
+    got = apply("tanh", x)
+    assert got.dtype == dtype
+    expected = np.tanh(x.astype(np.float64))
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(got, expected, rtol=4 * eps, atol=0)
+    special = apply("tanh", np.array([0.0, -0.0, 1e300, -1e300, 5e-324]))
+    np.testing.assert_array_equal(special, [0.0, 0.0, 1.0, -1.0, 5e-324])
