@@ -223,6 +223,21 @@ def test_an_error_in_a_benchmark_process_comes_back_with_its_traceback():
             benchmarks.measure(benchmarks.CASES["softmax_jacobian"], 10, other, workers)
 
 
+def test_each_timed_round_follows_an_untimed_round_of_as_many_calls():
+    counts = []
+
+    def run(count):  # "seconds per call": how many loops ran so far
+        counts.append(count)
+        return float(len(counts))
+
+    settings = benchmarks.Settings(repeats=3, min_seconds=0.0, peers=(), settle_seconds=0.0)
+    medians, calls = benchmarks._time({"fastbp": run}, settings)
+    # Three loops count the calls; then an untimed and a timed loop per round (loops
+    # 4 and 5, 6 and 7, 8 and 9): the median is of the timed ones only.
+    assert counts == [1] * 9 and calls == {"fastbp": 1}
+    assert medians == {"fastbp": 7.0}
+
+
 def test_measurement_speedup_is_peer_time_over_fastbp_time():
     case = benchmarks.CASES["loss_and_grad_tiny"]
     m = benchmarks.Measurement(case, 32, {"fastbp": 2.0, "numpy": 6.0, "jax": 1.0}, {}, {}, {})
