@@ -203,6 +203,29 @@ def _log_overload(x):
     return None
 
 
+@ordered
+def _log1p64(x):
+    # Goldberg's log1p: log(u) (x / (u - 1)) with u = 1 + x cancels the rounding of u.
+    u = 1.0 + x
+    d = u - 1.0
+    return x if d == 0.0 else _log64(u) * (x / d)
+
+
+def log1p(x):
+    """``log(1 + x)`` for a float32 or float64 scalar ``x > -1``, accurate for tiny ``x``;
+    vectorisable."""
+    return math.log1p(x)
+
+
+@overload(log1p, jit_options={"cache": True})
+def _log1p_overload(x):
+    if x == types.float64:
+        return lambda x: _log1p64(x)
+    if x == types.float32:
+        return lambda x: np.float32(_log1p64(np.float64(x)))
+    return None
+
+
 def exp(x):
     """``e**x`` for a float32 or float64 scalar, vectorisable (see the module notes)."""
     return math.exp(x)
@@ -232,7 +255,12 @@ def _like_overload(x, value):
 @kernel
 def sigmoid(z):
     """``1 / (1 + exp(-z))`` without overflow: exp is only taken of ``-|z|``."""
-    e = exp(-abs(z))
+    return sigmoid_from(z, exp(-abs(z)))
+
+
+@kernel
+def sigmoid_from(z, e):
+    """``sigmoid(z)`` given ``e = exp(-|z|)``, for code that needs ``e`` as well."""
     one = like(z, 1.0)
     r = one / (one + e)
     return r if z >= like(z, 0.0) else e * r

@@ -314,7 +314,7 @@ def train_epoch_split(
     finite = np.ones(shares, dtype=np.bool_)
     Zs = np.empty(nL * batch_size, dtype=dtype)
     deltas = np.empty(nL * batch_size, dtype=dtype)
-    temps = np.empty(3 * batch_size, dtype=dtype)
+    temps = np.empty((3 + nL) * batch_size, dtype=dtype)
     sizes = np.empty(shares, dtype=np.int64)
     for t in range(shares):
         first, stop = _share_bounds(n1, shares, t)
@@ -358,7 +358,7 @@ def train_epoch_split(
         scale = dtype.type(1.0) / dtype.type(rows)
         value = (
             output_loss_and_delta(
-                spec[1], spec[2], Z, Yb[:rows], delta, matrix(temps, 0, 3, rows), scale
+                spec[1], spec[2], Z, Yb[:rows], delta, matrix(temps, 0, 3 + nL, rows), scale
             )
             / rows
         )

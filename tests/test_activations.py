@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fastbp.kernels._config import kernel
-from fastbp.kernels.activations import exp, log, sigmoid, tanh
+from fastbp.kernels.activations import exp, log, log1p, sigmoid, tanh
 
 
 @kernel
@@ -16,13 +16,15 @@ def _apply(code, x, out):
             out[i] = log(x[i])
         elif code == 2:
             out[i] = sigmoid(x[i])
+        elif code == 4:
+            out[i] = log1p(x[i])
         else:
             out[i] = tanh(x[i])
 
 
 def apply(name, x):
     out = np.empty_like(x)
-    _apply({"exp": 0, "log": 1, "sigmoid": 2, "tanh": 3}[name], x, out)
+    _apply({"exp": 0, "log": 1, "sigmoid": 2, "tanh": 3, "log1p": 4}[name], x, out)
     return out
 
 
@@ -83,3 +85,15 @@ def test_tanh_keeps_relative_accuracy_for_every_magnitude(dtype):
     np.testing.assert_allclose(got, expected, rtol=4 * eps, atol=0)
     special = apply("tanh", np.array([0.0, -0.0, 1e300, -1e300, 5e-324]))
     np.testing.assert_array_equal(special, [0.0, 0.0, 1.0, -1.0, 5e-324])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log1p_keeps_relative_accuracy_for_tiny_arguments(dtype):
+    # The sigmoid output's cross-entropy takes log1p(exp(-|z|)), arguments in (0, 1].
+    rng = np.random.default_rng(4)
+    x = np.concatenate([rng.uniform(0, 1, 50_000), 10 ** rng.uniform(-40, 0, 50_000)])
+    x = np.concatenate([x, -x / 2, [0.0, 1.0, 1e-300, 3.0, 1e6]]).astype(dtype)
+    got = apply("log1p", x)
+    assert got.dtype == dtype
+    expected = np.log1p(x.astype(np.float64))
+    np.testing.assert_allclose(got, expected, rtol=4 * np.finfo(dtype).eps, atol=0)
