@@ -268,9 +268,20 @@ def _seed_cotangents(code, A, G, n_out, nb):
 
 
 @kernel
-def _forward_block(spec, thetas, p, X, start, nb, n_slabs, which, buffers, keep_all, scratch):
-    """Forward pass of network ``p`` over points ``start .. start+nb``; returns the
+def _lanes(size):
+    """``size`` rounded up to a whole number of vectors (8 float64 lanes)."""
+    return size + (-size) % 8
+
+
+@kernel
+def _forward_block(spec, thetas, p, X, start, size, nb, n_slabs, which, buffers, keep_all, scratch):
+    """Forward pass of network ``p`` over points ``start .. start+size``; returns the
     index of the buffer holding the output layer.
+
+    Slabs are ``nb >= size`` columns wide, ``nb`` a multiple of 8 (see `_lanes`): the
+    columns past ``size`` hold zeros as inputs, so that every loop runs in whole vectors
+    (a population Jacobian on 133 points, blocks of 128 and 5, took 4.6 % longer with
+    scalar tails); their results are not read.
 
     ``n_slabs == 1``: values only. Otherwise tangent slab ``s`` starts as ``e_{s-1}``
     (``which`` empty) or as ``e_{which[i]}`` (one slab; 0 where ``which[i] < 0``).
@@ -281,9 +292,13 @@ def _forward_block(spec, thetas, p, X, start, nb, n_slabs, which, buffers, keep_
     L = spec.shape[0] - 4
     n0 = spec[3]
     H = buffers[0]
-    for t in range(nb):
+    for t in range(size):
         for j in range(n0):
             H[j, t] = X[start + t, j]
+    zero = H.dtype.type(0.0)
+    for j in range(n0):
+        for t in range(size, nb):
+            H[j, t] = zero
     ncols = nb * n_slabs
     offset = 0
     current = 0
@@ -307,7 +322,7 @@ def _forward_block(spec, thetas, p, X, start, nb, n_slabs, which, buffers, keep_
                         for t in range(nb):
                             u[t] = w
             else:
-                for t in range(nb):
+                for t in range(size):
                     j = which[start + t]
                     if j >= 0:
                         for k in range(n_out):
@@ -320,15 +335,16 @@ def _forward_block(spec, thetas, p, X, start, nb, n_slabs, which, buffers, keep_
 
 
 @kernel
-def _sobolev_block(spec, thetas, p, X, T, which, start, nb, buffers, scratch):
+def _sobolev_block(spec, thetas, p, X, T, which, start, size, buffers, scratch):
     """``Σ_i ½ ‖prediction_i - T_i‖²`` over the points of one block."""
     nL = spec[spec.shape[0] - 1]
-    last = _forward_block(spec, thetas, p, X, start, nb, TWO, which, buffers, NO, scratch)
+    width = _lanes(size)
+    last = _forward_block(spec, thetas, p, X, start, size, width, TWO, which, buffers, NO, scratch)
     R = buffers[last]
     total = R.dtype.type(0.0)
     half = R.dtype.type(0.5)
-    for t in range(nb):
-        column = t if which[start + t] < 0 else nb + t
+    for t in range(size):
+        column = t if which[start + t] < 0 else width + t
         for k in range(nL):
             r = R[k, column] - T[start + t, k]
             total += half * r * r
@@ -366,10 +382,12 @@ def jacobian_items(spec, thetas, X, A, J, mode, first, stop):
         p = item // blocks
         start = (item % blocks) * nb
         size = min(nb, n - start)
+        width = _lanes(size)
         forward_slabs = ONE if reverse else n_slabs
         last = _forward_block(
-            spec, thetas, p, X, start, size, forward_slabs, empty, buffers, reverse, scratch
-        )
+            spec, thetas, p, X, start, size, width, forward_slabs, empty, buffers, reverse,
+            scratch,
+        )  # fmt: skip
         R = buffers[last]
         if A.shape[0] > 0:
             for t in range(size):
@@ -379,12 +397,12 @@ def jacobian_items(spec, thetas, X, A, J, mode, first, stop):
             for t in range(size):
                 for k in range(nL):
                     for j in range(n0):
-                        J[p, start + t, k, j] = R[k, (j + 1) * size + t]
+                        J[p, start + t, k, j] = R[k, (j + 1) * width + t]
             continue
         # Slab k of the cotangents: ∂A_L[k]/∂(layer), carried down to the inputs.
         G = buffers[L + 1]
-        _seed_cotangents(spec[1], R, G, nL, size)
-        ncols = nL * size
+        _seed_cotangents(spec[1], R, G, nL, width)
+        ncols = nL * width
         for layer in range(L, 0, -1):
             n_in = spec[2 + layer]
             n_out = spec[3 + layer]
@@ -393,12 +411,12 @@ def jacobian_items(spec, thetas, X, A, J, mode, first, stop):
             offset = n_params_before(spec, layer)
             accumulate(matrix(thetas[p], offset, n_in, n_out), NO, G, Gp, ncols)
             if layer > 1:
-                _scale_by_derivative(spec[0], buffers[layer - 1], Gp, n_in, size, nL)
+                _scale_by_derivative(spec[0], buffers[layer - 1], Gp, n_in, width, nL)
             G = Gp
         for t in range(size):
             for k in range(nL):
                 for j in range(n0):
-                    J[p, start + t, k, j] = G[j, k * size + t]
+                    J[p, start + t, k, j] = G[j, k * width + t]
 
 
 @kernel(parallel=True)
