@@ -27,8 +27,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         if "fastbp" not in times:
             continue
         others = ", ".join(
-            f"{times[name] / times['fastbp']:.1f}x vs {name}"
+            f"{_ratio(times[name] / times['fastbp'])} vs {name}"
             for name in sorted(times)
             if name != "fastbp"
         )
         write(f"{group}: fastbp {1e6 * times['fastbp']:.1f} us; {others}")
+
+
+def _ratio(value):
+    return f"{value:.2f}x" if value < 10 else f"{value:.1f}x"

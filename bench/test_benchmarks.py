@@ -1,4 +1,5 @@
-"""Every headline case of ``fastbp.benchmarks`` under pytest-benchmark.
+"""Every headline case of ``fastbp.benchmarks`` under pytest-benchmark, and fastbp's
+float32 against its float64 on the medium and large gradients.
 
 Parametrised over case x implementation (``numpy`` is the reference); the first call
 of each implementation (the compile, for fastbp and JAX) happens before timing. Cases
@@ -50,4 +51,17 @@ def test_memory_floor(benchmark, case_name, floor):
     case = benchmarks.CASES[case_name]
     benchmark.group = f"{case_name} ({case.label()})"
     benchmark.extra_info["implementation"] = f"floor: {floor}"
+    benchmark(function)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("case_name", ["loss_and_grad_medium", "loss_and_grad_large"])
+def test_float32_against_float64(benchmark, case_name, dtype):
+    # The summary's "Nx vs fastbp float64" is how much faster float32 runs.
+    case = benchmarks.CASES[case_name]
+    built = case.build(case.size, benchmarks.Settings(dtype=dtype, peers=()))
+    function = built.functions["fastbp"]
+    function()
+    benchmark.group = f"{case_name} ({case.label()}), float32 against float64"
+    benchmark.extra_info["implementation"] = "fastbp" if dtype is np.float32 else "fastbp float64"
     benchmark(function)
