@@ -5,6 +5,7 @@ import pytest
 from conftest import DTYPES, make_problem
 
 import fastbp
+import fastbp.kernels.training  # the module the tests monkeypatch
 from fastbp import datasets
 
 OPTIMIZERS = {
@@ -134,6 +135,25 @@ def test_digits_reach_96_percent_on_a_held_out_quarter():
     assert accuracy >= 0.96, accuracy
     assert history["val_accuracy"][-1] == accuracy
     assert len(history["val_loss"]) == DIGITS_EPOCHS
+
+
+@pytest.mark.parametrize("shares", [1, 2])
+def test_validation_in_chunks_gives_the_whole_set_s_loss_and_accuracy(shares, monkeypatch):
+    # Split epochs evaluate the validation rows 31 at a time (64 x 128 x 31 < 2^18
+    # multiply-adds), so that OpenBLAS does not start its threads between epochs.
+    monkeypatch.setattr(fastbp.kernels.training, "split_shares", lambda *args: shares)
+    net = fastbp.MLP([64, 128, 10], hidden="sigmoid", output="softmax")
+    assert fastbp.training._quiet_rows(net, 1 << 18) == 31
+    theta, X, y = make_problem(net, n=200, labels=True, margin=0)
+    X_val, y_val = X[:100], y[:100]
+    theta, history = fastbp.train(
+        net, theta, X[100:], y[100:], epochs=2, batch_size=16, optimizer=fastbp.SGD(0.1),
+        l2=1e-3, validation=(X_val, y_val),
+    )  # fmt: skip
+    whole = fastbp.loss(net, theta, X_val, y_val, l2=1e-3)
+    assert history["val_loss"][-1] == pytest.approx(whole, rel=1e-12)
+    predicted = fastbp.forward(net, theta, X_val).argmax(axis=1)
+    assert history["val_accuracy"][-1] == np.mean(predicted == y_val)
 
 
 @pytest.mark.parametrize("shares", [1, 2])
