@@ -123,19 +123,6 @@ def _accuracy(mlp, outputs, Y):
     return float(np.mean((outputs > 0.5) == (Y > 0.5)))
 
 
-def _quiet_rows(mlp, max_product):
-    """Rows per validation chunk for which every layer's product stays under
-    ``max_product`` multiply-adds, where OpenBLAS runs it on the calling thread.
-
-    A product over the whole validation set ran on OpenBLAS's threads, which then spin
-    for 0.1 s and took the cores from the next split epoch: the demo's digits epochs
-    (450 validation rows) took 4.6 ms, some 40-70 ms, against 1.6 ms without.
-    """
-    sizes = mlp.sizes
-    widest = max(a * b for a, b in zip(sizes[:-1], sizes[1:]))
-    return max(1, (max_product - 1) // widest)
-
-
 def _evaluate(mlp, theta, X, Y, l2, backend, chunk):
     """``(loss, outputs)`` on validation data, ``chunk`` rows at a time."""
     n = X.shape[0]
@@ -144,7 +131,8 @@ def _evaluate(mlp, theta, X, Y, l2, backend, chunk):
     for start in range(0, n, chunk):
         rows = slice(start, start + chunk)
         part = _dense.loss(mlp, theta, X[rows], Y[rows], l2, backend=backend, check_finite=False)
-        loss += float(part) * (min(n, start + chunk) - start) / n  # the penalty adds up to one
+        # Weights rows / n add up to 1: the penalty in each part counts once.
+        loss += float(part) * (min(n, start + chunk) - start) / n
         outputs.append(_dense.forward(mlp, theta, X[rows], backend=backend, check_finite=False))
     return loss, outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
 
@@ -248,7 +236,8 @@ def train(
     work = _workspace.aligned_empty(batch_size * mlp._work_per_row, theta.dtype)
     shares = 1 if kernels is None else kernels.split_shares(mlp.sizes, batch_size)
     if validation is not None:
-        chunk = X_val.shape[0] if shares == 1 else _quiet_rows(mlp, kernels.SPLIT_MAX_PRODUCT)
+        # Split epochs: validation products small enough for OpenBLAS's calling thread.
+        chunk = X_val.shape[0] if shares == 1 else kernels.quiet_rows(mlp.sizes)
     rng = np.random.default_rng(seed)
     history = {"loss": [], "seconds": []}
     if validation is not None:

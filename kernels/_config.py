@@ -3,8 +3,8 @@
 ``FASTMATH`` lets LLVM contract multiply-adds, reassociate sums (so reductions vectorise)
 and ignore the sign of zero, but keeps ``nnan`` and ``ninf`` off so that NaN and inf
 checks inside kernels keep working. ``FASTMATH_ORDERED`` drops ``reassoc`` as well, for
-code whose accuracy rests on the order of its operations (the range reduction in
-``activations.exp``).
+code whose accuracy rests on the order of its operations (the range reductions and
+compensations in ``activations``: exp, expm1, log and log1p).
 """
 
 from numba import njit

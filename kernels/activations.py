@@ -74,8 +74,10 @@ def _float32_from_bits(typingctx, bits):
 
 
 # exp(r) on |r| <= ln(2)/2 from Chebyshev (near-minimax) polynomials, highest degree
-# first: degree 10 is as accurate as the Taylor polynomial of degree 12 (2e-16), and
-# degree 6 in float32 as Taylor's of degree 7 (2e-9, mpmath.chebyfit).
+# first (mpmath.chebyfit): degree 10 in float64, 6 in float32. Their errors, 3.3e-16 and
+# 2e-8 (the float32 coefficients rounded), are below half a unit in the last place; exp's
+# largest relative error against np.exp is 4.7e-16 (float64; 3.1e-16 with the Taylor
+# polynomial of degree 12 it replaced) and 8.8e-8 (float32, 0.74 ulp).
 _EXP64 = (
     2.7626357241447223e-07, 2.764018079620985e-06, 2.4801504346997686e-05,
     0.00019841170270440067, 0.0013888888932488599, 0.008333333385667782,
@@ -85,6 +87,10 @@ _EXP32 = (
     0.0013941108434, 0.00837512639815, 0.0416663528968, 0.166664155147, 0.500000004712,
     1.00000003772, 1.0,
 )  # fmt: skip
+# (e**r - 1) / r = Σ r^j / (j + 1)!, highest degree first: to degree 12 (float64) and
+# 7 (float32), as accurate on |r| <= ln(2)/2 as the exp polynomials.
+_EXPM1_64 = tuple(1.0 / math.factorial(j + 1) for j in range(12, -1, -1))
+_EXPM1_32 = tuple(1.0 / math.factorial(j + 1) for j in range(7, -1, -1))
 # Adding 1.5 * 2^52 rounds x / ln 2 to the nearest integer k and leaves k in the low
 # bits of the sum: cheaper than floor and a conversion to integer.
 _SHIFT64 = 6755399441055744.0
@@ -94,39 +100,42 @@ _SHIFT32_BITS = np.int64(0x4B400000)
 
 
 @ordered
-def _exp64(x):
-    x = min(max(x, -746.0), 710.0)
+def _reduce64(x):
+    """``(r, k)`` with ``x = k ln 2 + r``, ``|r| <= ln(2)/2`` and ``k`` an integer."""
     shifted = x * _LOG2E + _SHIFT64
     k = shifted - _SHIFT64
     r = (x - k * _LN2_HI) - k * _LN2_LO
+    return r, _bits_of_float64(shifted) - _SHIFT64_BITS
+
+
+@ordered
+def _reduce32(x):
+    shifted = x * np.float32(_LOG2E) + np.float32(_SHIFT32)
+    k = shifted - np.float32(_SHIFT32)
+    r = (x - k * np.float32(_LN2_HI32)) - k * np.float32(_LN2_LO32)
+    return r, _bits_of_float32(shifted) - _SHIFT32_BITS
+
+
+@ordered
+def _exp64(x):
+    r, k = _reduce64(min(max(x, -746.0), 710.0))
     p = _EXP64[0]
     for c in literal_unroll(_EXP64[1:]):
         p = p * r + c
-    n = _bits_of_float64(shifted) - _SHIFT64_BITS
-    half = n >> 1
-    rest = n - half
+    half = k >> 1
+    rest = k - half
     return p * _float64_from_bits((half + 1023) << 52) * _float64_from_bits((rest + 1023) << 52)
 
 
 @ordered
 def _exp32(x):
-    x = min(max(x, np.float32(-104.0)), np.float32(89.0))
-    shifted = x * np.float32(_LOG2E) + np.float32(_SHIFT32)
-    k = shifted - np.float32(_SHIFT32)
-    r = (x - k * np.float32(_LN2_HI32)) - k * np.float32(_LN2_LO32)
+    r, k = _reduce32(min(max(x, np.float32(-104.0)), np.float32(89.0)))
     p = np.float32(_EXP32[0])
     for c in literal_unroll(_EXP32[1:]):
         p = p * r + np.float32(c)
-    n = _bits_of_float32(shifted) - _SHIFT32_BITS
-    half = n >> 1
-    rest = n - half
+    half = k >> 1
+    rest = k - half
     return p * _float32_from_bits((half + 127) << 23) * _float32_from_bits((rest + 127) << 23)
-
-
-# (e**r - 1) / r = Σ r^j / (j + 1)!, highest degree first: to degree 12 (float64) and
-# 7 (float32), as accurate on |r| <= ln(2)/2 as the exp polynomials.
-_EXPM1_64 = tuple(1.0 / math.factorial(j + 1) for j in range(12, -1, -1))
-_EXPM1_32 = tuple(1.0 / math.factorial(j + 1) for j in range(7, -1, -1))
 
 
 @ordered
@@ -134,29 +143,24 @@ def _expm1_negative64(x):
     """``e**x - 1`` for ``x <= 0``, to a few units in the last place even near 0.
 
     ``e**x - 1 = 2^k (e**r - 1) + (2^k - 1)``: ``e**r - 1 = r q(r)`` keeps its relative
-    accuracy as ``r`` goes to 0, and ``2^k - 1`` is exact. Below -40 the result is -1.
+    accuracy as ``r`` goes to 0, and ``2^k - 1`` is exact for ``k >= -53``. Below -40
+    the result rounds to -1.
     """
-    x = max(x, -40.0)
-    shifted = x * _LOG2E + _SHIFT64
-    k = shifted - _SHIFT64
-    r = (x - k * _LN2_HI) - k * _LN2_LO
+    r, k = _reduce64(max(x, -40.0))
     q = _EXPM1_64[0]
     for c in literal_unroll(_EXPM1_64[1:]):
         q = q * r + c
-    scale = _float64_from_bits((_bits_of_float64(shifted) - _SHIFT64_BITS + 1023) << 52)
+    scale = _float64_from_bits((k + 1023) << 52)
     return scale * (r * q) + (scale - 1.0)
 
 
 @ordered
 def _expm1_negative32(x):
-    x = max(x, np.float32(-20.0))
-    shifted = x * np.float32(_LOG2E) + np.float32(_SHIFT32)
-    k = shifted - np.float32(_SHIFT32)
-    r = (x - k * np.float32(_LN2_HI32)) - k * np.float32(_LN2_LO32)
+    r, k = _reduce32(max(x, np.float32(-20.0)))
     q = np.float32(_EXPM1_32[0])
     for c in literal_unroll(_EXPM1_32[1:]):
         q = q * r + np.float32(c)
-    scale = _float32_from_bits((_bits_of_float32(shifted) - _SHIFT32_BITS + 127) << 23)
+    scale = _float32_from_bits((k + 127) << 23)
     return scale * (r * q) + (scale - np.float32(1.0))
 
 
@@ -286,8 +290,7 @@ def tanh(z):
     vectorisable exp (libm's tanh does not vectorise). A few units in the last place
     for every ``z``, tiny ones included (``m`` keeps its relative accuracy near 0)."""
     m = expm1_negative(like(z, -2.0) * abs(z))
-    a = -m / (like(z, 2.0) + m)
-    return a if z >= like(z, 0.0) else -a
+    return math.copysign(-m / (like(z, 2.0) + m), z)
 
 
 @kernel

@@ -385,8 +385,9 @@ def _network_loss(spec, theta, X, Y, l2, work):
     """Loss of one network (theta of shape (D,)).
 
     Leaves in ``work``, after the transposed inputs and hidden activations: the output
-    pre-activation ``Z_L``; ``∂L/∂Z_L`` (the output delta, already divided by n); a
-    spare buffer for the backward pass; three per-sample temporaries.
+    pre-activation ``Z_L``; ``∂L/∂Z_L`` (the output delta, already divided by n); then
+    the loss's temporaries (three per-sample rows and the transposed targets), over the
+    spare buffer that the backward pass reuses.
     """
     n = X.shape[0]
     n_out = spec[spec.shape[0] - 1]

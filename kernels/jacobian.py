@@ -29,7 +29,8 @@ How the work is laid out. Points are processed in blocks, transposed so that the
 points of a block are the contiguous, innermost axis of every inner loop: a layer is
 then a small matrix product ``W_l^T @ H`` whose rows are long runs of points, which
 vectorises for any layer widths (widths of 2 or 16 give no useful SIMD on their own).
-A block's columns hold several *slabs* of ``nb`` points each:
+A block's columns hold several *slabs* of ``nb`` points each (fewer in the last block,
+padded to whole vectors, see ``_lanes``):
 
 - forward mode (``n0 <= nL``): slab 0 holds the activations, slab ``1 + j`` the tangent
   ``∂A_l/∂x_j``, carried through the layers as ``J_l = act'(Z_l) ⊙ (W_l^T J_{l-1})``;
@@ -269,7 +270,8 @@ def _seed_cotangents(code, A, G, n_out, nb):
 
 @kernel
 def _lanes(size):
-    """``size`` rounded up to a whole number of vectors (8 float64 lanes)."""
+    """``size`` rounded up to a multiple of 8 (a vector of float64, half of float32):
+    no more than a block's ``nb``, itself a multiple of 8 (`schedule`)."""
     return size + (-size) % 8
 
 

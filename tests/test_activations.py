@@ -85,6 +85,7 @@ def test_tanh_keeps_relative_accuracy_for_every_magnitude(dtype):
     np.testing.assert_allclose(got, expected, rtol=4 * eps, atol=0)
     special = apply("tanh", np.array([0.0, -0.0, 1e300, -1e300, 5e-324]))
     np.testing.assert_array_equal(special, [0.0, 0.0, 1.0, -1.0, 5e-324])
+    assert list(np.signbit(special[:2])) == [False, True]  # tanh(±0) = ±0
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

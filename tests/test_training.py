@@ -143,7 +143,7 @@ def test_validation_in_chunks_gives_the_whole_set_s_loss_and_accuracy(shares, mo
     # multiply-adds), so that OpenBLAS does not start its threads between epochs.
     monkeypatch.setattr(fastbp.kernels.training, "split_shares", lambda *args: shares)
     net = fastbp.MLP([64, 128, 10], hidden="sigmoid", output="softmax")
-    assert fastbp.training._quiet_rows(net, 1 << 18) == 31
+    assert fastbp.kernels.training.quiet_rows(net.sizes) == 31
     theta, X, y = make_problem(net, n=200, labels=True, margin=0)
     X_val, y_val = X[:100], y[:100]
     theta, history = fastbp.train(
