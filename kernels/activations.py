@@ -73,6 +73,24 @@ def _float32_from_bits(typingctx, bits):
     return types.float32(bits), codegen
 
 
+def _compiled_as(for_float64, for_float32):
+    """Decorate a pure-Python scalar function so that compiled code calling it runs
+    ``for_float64`` or ``for_float32``, by its argument's type."""
+
+    def register(python):
+        @overload(python, jit_options={"cache": True})
+        def _by_type(x):
+            if x == types.float64:
+                return lambda x: for_float64(x)
+            if x == types.float32:
+                return lambda x: for_float32(x)
+            return None
+
+        return python
+
+    return register
+
+
 # exp(r) on |r| <= ln(2)/2 from Chebyshev (near-minimax) polynomials, highest degree
 # first (mpmath.chebyfit): degree 10 in float64, 6 in float32. Their errors, 3.3e-16 and
 # 2e-8 (the float32 coefficients rounded), are below half a unit in the last place; exp's
@@ -193,18 +211,15 @@ def _log64(x):
     return k * _LN2_HI - ((half_f2 - (s * (half_f2 + R) + k * _LN2_LO)) - f)
 
 
+@ordered
+def _log32(x):
+    return np.float32(_log64(np.float64(x)))
+
+
+@_compiled_as(_log64, _log32)
 def log(x):
     """Natural log of a positive, normal float32 or float64 scalar; vectorisable."""
     return math.log(x)
-
-
-@overload(log, jit_options={"cache": True})
-def _log_overload(x):
-    if x == types.float64:
-        return lambda x: _log64(x)
-    if x == types.float32:
-        return lambda x: np.float32(_log64(np.float64(x)))
-    return None
 
 
 @ordered
@@ -215,33 +230,22 @@ def _log1p64(x):
     return x if d == 0.0 else _log64(u) * (x / d)
 
 
+@ordered
+def _log1p32(x):
+    return np.float32(_log1p64(np.float64(x)))
+
+
+@_compiled_as(_log1p64, _log1p32)
 def log1p(x):
     """``log(1 + x)`` for a float32 or float64 scalar ``x > -1``, accurate for tiny ``x``;
     vectorisable."""
     return math.log1p(x)
 
 
-@overload(log1p, jit_options={"cache": True})
-def _log1p_overload(x):
-    if x == types.float64:
-        return lambda x: _log1p64(x)
-    if x == types.float32:
-        return lambda x: np.float32(_log1p64(np.float64(x)))
-    return None
-
-
+@_compiled_as(_exp64, _exp32)
 def exp(x):
     """``e**x`` for a float32 or float64 scalar, vectorisable (see the module notes)."""
     return math.exp(x)
-
-
-@overload(exp, jit_options={"cache": True})
-def _exp_overload(x):
-    if x == types.float64:
-        return lambda x: _exp64(x)
-    if x == types.float32:
-        return lambda x: _exp32(x)
-    return None
 
 
 def like(x, value):
@@ -270,18 +274,10 @@ def sigmoid_from(z, e):
     return r if z >= like(z, 0.0) else e * r
 
 
+@_compiled_as(_expm1_negative64, _expm1_negative32)
 def expm1_negative(x):
     """``e**x - 1`` for a float32 or float64 scalar ``x <= 0``, vectorisable."""
     return math.expm1(x)
-
-
-@overload(expm1_negative, jit_options={"cache": True})
-def _expm1_negative_overload(x):
-    if x == types.float64:
-        return lambda x: _expm1_negative64(x)
-    if x == types.float32:
-        return lambda x: _expm1_negative32(x)
-    return None
 
 
 @kernel
