@@ -178,6 +178,46 @@ def test_divergence_stops_with_the_last_finite_parameters(shares, monkeypatch):
     np.testing.assert_allclose(info.value.theta, twin.value.theta, rtol=1e-9)
 
 
+@pytest.mark.parametrize("shares", [1, 2])
+def test_a_gradient_not_finite_under_a_finite_loss_returns_the_parameters_before(shares):
+    # Batch 2's rows are huge: its loss stays finite (output weights of 1e-20), its
+    # gradient overflows. The epoch must return the parameters from before the last
+    # step taken (batch 1's), as the NumPy twin does; the split epoch has already taken
+    # batch 2's step when it learns that, and undoes both.
+    net = fastbp.MLP([2, 64, 1], hidden="relu", output="identity")
+    rng = np.random.default_rng(5)
+    theta = net.pack([(rng.uniform(0.5, 1.0, (2, 64)), np.zeros(64)),
+                      (np.full((64, 1), 1e-20), np.zeros(1))])  # fmt: skip
+    X = rng.uniform(0.5, 1.0, (32, 2))
+    X[16:24] = 1e165
+    Y = rng.standard_normal((32, 1))
+    optimizer = fastbp.SGD(1e-25, momentum=0.5)
+    with np.errstate(over="ignore", invalid="ignore"):
+        value, grad = fastbp.reference.loss_and_grad(net, theta, X[16:24], Y[16:24])
+    assert np.isfinite(value) and not np.isfinite(grad).all()
+    order = np.arange(32)
+    code, hyper = optimizer._code_and_hyper()
+    twin = theta.copy()
+    twin_state = np.zeros((3, theta.size))
+    with np.errstate(over="ignore", invalid="ignore"):
+        _, twin_step, twin_batch = fastbp.reference.train_epoch(
+            net, twin, X, Y, 0.0, order, 8, optimizer, twin_state, 0
+        )
+    got = theta.copy()
+    state = np.zeros((3, theta.size))
+    buffers = (np.empty((8, 2)), np.empty((8, 1)), np.empty(theta.size),
+               np.empty(8 * net._work_per_row))  # fmt: skip
+    args = (net._spec, got, X, Y, 0.0, order, 8, code, hyper, state, 0, *buffers)
+    if shares == 1:
+        _, step, batch = fastbp.kernels.training.train_epoch(*args)
+    else:
+        _, step, batch = fastbp.kernels.training.train_epoch_split(*args, shares)
+    assert (batch, step) == (twin_batch, twin_step) == (2, 2)
+    np.testing.assert_allclose(got, twin, rtol=1e-12)
+    np.testing.assert_allclose(state[2], twin_state[2], rtol=1e-12)
+    assert not np.array_equal(got, theta)  # batch 0's step is kept, and visible
+
+
 def test_callback_progress_and_early_stop(capsys):
     net = fastbp.MLP([4, 5, 3])
     theta, X, y = make_problem(net, n=20, labels=True)
