@@ -108,6 +108,16 @@ def _adam_step(theta, grad, previous, m, v, lr, beta1, beta2, eps, step):
 
 
 @kernel
+def _step(optimizer, hyper, params, grad, m, v, previous, step):
+    """Optimiser step number ``step`` on ``params``: moments ``m`` (SGD's velocity) and
+    ``v``; the parameters before the step go to ``previous``."""
+    if optimizer == SGD:
+        _sgd_step(params, grad, previous, m, hyper[0], hyper[1], hyper[2] != 0.0)
+    else:
+        _adam_step(params, grad, previous, m, v, hyper[0], hyper[3], hyper[4], hyper[5], step)
+
+
+@kernel
 def train_epoch(
     spec, theta, X, Y, l2, order, batch_size, optimizer, hyper, state, step, Xb, Yb, grad, work
 ):
@@ -125,21 +135,7 @@ def train_epoch(
                 theta[:] = state[2]
             return total / max(start, 1), step, batch
         step += 1
-        if optimizer == SGD:
-            _sgd_step(theta, grad, state[2], state[0], hyper[0], hyper[1], hyper[2] != 0.0)
-        else:
-            _adam_step(
-                theta,
-                grad,
-                state[2],
-                state[0],
-                state[1],
-                hyper[0],
-                hyper[3],
-                hyper[4],
-                hyper[5],
-                step,
-            )
+        _step(optimizer, hyper, theta, grad, state[0], state[1], state[2], step)
         total += value * rows
         batch += 1
     return total / n, step, -1
@@ -238,33 +234,6 @@ def _exchange_share(theta, local, n0, n1, nL, first, stop, with_b2, to_local):
 
 
 @kernel
-def _step_share(optimizer, hyper, params, grad, m, v, previous, step):
-    """One optimiser step on a share's parameters: moments ``m``, ``v``; the parameters
-    before the step go to ``previous``."""
-    if optimizer == SGD:
-        _sgd_step(params, grad, previous, m, hyper[0], hyper[1], hyper[2] != 0.0)
-    else:
-        _adam_step(params, grad, previous, m, v, hyper[0], hyper[3], hyper[4], hyper[5], step)
-
-
-@kernel
-def _forward_share(spec, params, X, order, start, rows, Xb, Xt, H, partial):
-    """Share forward pass: ``Xb`` (rows, n0) <- the batch's rows and ``Xt`` their
-    transpose; ``H`` (h, rows) <- its hidden activations; ``partial`` (nL, rows) <-
-    ``W_2[share]^T H``."""
-    n0, h, nL = spec[3], H.shape[0], spec[5]
-    for i in range(rows):
-        source = order[start + i]
-        for p in range(n0):
-            value = X[source, p]
-            Xb[i, p] = value
-            Xt[p, i] = value
-    matmul(matrix(params, 0, h, n0), Xt, H)
-    add_bias_and_activate(spec[0], H, params[n0 * h : n0 * h + h])
-    matmul_tn(matrix(params, n0 * h + h, h, nL), H, partial)
-
-
-@kernel
 def _backward_share(spec, params, l2, Xb, H, delta, grad, D1, with_b2):
     """Share gradient, in the share's layout, from the output delta (nL, rows): its W_2
     rows, b_1 entries and W_1 columns (and b_2 for share 0). ``D1`` (h, rows) scratch.
@@ -302,6 +271,38 @@ def _penalty_share(params, n0, h, nL):
     for j in range(n0 * h + h, n0 * h + h + h * nL):
         total += params[j] * params[j]
     return total
+
+
+@kernel
+def _before(step):
+    """The state row holding the parameters from before step number ``step``."""
+    return 2 + step % 2
+
+
+@kernel
+def _forward_share(spec, params, l2, X, order, start, rows, t, shares, Xbs, Xts, Hs,
+                   partials, penalties):  # fmt: skip
+    """Share ``t``'s forward pass of rows ``start .. start+rows`` of ``order``, into its
+    rows of the scratch: ``Xbs`` (rows, n0) <- the batch's rows and ``Xts`` their
+    transpose; ``Hs`` (h, rows) <- its hidden activations; ``partials`` (nL, rows) <-
+    ``W_2[share]^T H``; and ``penalties[t]`` <- its L2 penalty."""
+    n0, n1, nL = spec[3], spec[4], spec[5]
+    first, stop = _share_bounds(n1, shares, t)
+    h = stop - first
+    if l2 != 0.0:
+        penalties[t] = _penalty_share(params, n0, h, nL)
+    Xb = matrix(Xbs[t], 0, rows, n0)
+    Xt = matrix(Xts[t], 0, n0, rows)
+    H = matrix(Hs[t], 0, h, rows)
+    for i in range(rows):
+        source = order[start + i]
+        for p in range(n0):
+            value = X[source, p]
+            Xb[i, p] = value
+            Xt[p, i] = value
+    matmul(matrix(params, 0, h, n0), Xt, H)
+    add_bias_and_activate(spec[0], H, params[n0 * h : n0 * h + h])
+    matmul_tn(matrix(params, n0 * h + h, h, nL), H, matrix(partials[t], 0, nL, rows))
 
 
 @kernel(parallel=True)
@@ -346,8 +347,8 @@ def train_epoch_split(
     rows = min(batch_size, n)
     for t in prange(shares):
         mine = params[t][: sizes[t]]
-        _forward_share_into(spec, mine, l2, X, order, 0, rows, t, shares, Xbs, Xts, Hs,
-                            partials, penalties)  # fmt: skip
+        _forward_share(spec, mine, l2, X, order, 0, rows, t, shares, Xbs, Xts, Hs,
+                       partials, penalties)  # fmt: skip
     total = 0.0
     batch = 0
     start = 0
@@ -392,11 +393,11 @@ def train_epoch_split(
                             matrix(D1s[t], 0, h, rows), t == 0)  # fmt: skip
             finite[t] = all_finite(g)
             moments = states[t]
-            _step_share(optimizer, hyper, mine, g, moments[0][:m], moments[1][:m],
-                        moments[_before(step + 1)][:m], step + 1)  # fmt: skip
+            _step(optimizer, hyper, mine, g, moments[0][:m], moments[1][:m],
+                  moments[_before(step + 1)][:m], step + 1)  # fmt: skip
             if next_rows > 0:
-                _forward_share_into(spec, mine, l2, X, order, following, next_rows, t,
-                                    shares, Xbs, Xts, Hs, partials, penalties)  # fmt: skip
+                _forward_share(spec, mine, l2, X, order, following, next_rows, t, shares,
+                               Xbs, Xts, Hs, partials, penalties)  # fmt: skip
         if not finite.all():
             diverged = batch  # the step just taken is undone below
             break
@@ -418,24 +419,3 @@ def train_epoch_split(
     if diverged >= 0:
         return total / max(start, 1), step, diverged
     return total / n, step, -1
-
-
-@kernel
-def _before(step):
-    """The state row holding the parameters from before step number ``step``."""
-    return 2 + step % 2
-
-
-@kernel
-def _forward_share_into(spec, params, l2, X, order, start, rows, t, shares, Xbs, Xts, Hs,
-                        partials, penalties):  # fmt: skip
-    """Share ``t``'s forward pass of rows ``start .. start+rows`` of ``order`` into its
-    scratch rows, and its L2 penalty."""
-    n0, n1, nL = spec[3], spec[4], spec[5]
-    first, stop = _share_bounds(n1, shares, t)
-    h = stop - first
-    if l2 != 0.0:
-        penalties[t] = _penalty_share(params, n0, h, nL)
-    _forward_share(spec, params, X, order, start, rows, matrix(Xbs[t], 0, rows, n0),
-                   matrix(Xts[t], 0, n0, rows), matrix(Hs[t], 0, h, rows),
-                   matrix(partials[t], 0, nL, rows))  # fmt: skip
