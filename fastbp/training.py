@@ -123,18 +123,13 @@ def _accuracy(mlp, outputs, Y):
     return float(np.mean((outputs > 0.5) == (Y > 0.5)))
 
 
-def _evaluate(mlp, theta, X, Y, l2, backend, chunk):
-    """``(loss, outputs)`` on validation data, ``chunk`` rows at a time."""
-    n = X.shape[0]
-    loss = 0.0
-    outputs = []
-    for start in range(0, n, chunk):
-        rows = slice(start, start + chunk)
-        part = _dense.loss(mlp, theta, X[rows], Y[rows], l2, backend=backend, check_finite=False)
-        # Weights rows / n add up to 1: the penalty in each part counts once.
-        loss += float(part) * (min(n, start + chunk) - start) / n
-        outputs.append(_dense.forward(mlp, theta, X[rows], backend=backend, check_finite=False))
-    return loss, outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+def _evaluate(kernels, mlp, theta, X, Y, l2, rows, outputs):
+    """Loss on validation data; the outputs go into ``outputs``, ``rows`` rows a call."""
+    if kernels is None:
+        outputs[...] = reference.forward(mlp, theta, X)
+        return float(reference.loss(mlp, theta, X, Y, l2))
+    work = _workspace.scratch(theta.dtype, rows * mlp._work_per_row)
+    return float(kernels.evaluate(mlp._spec, theta, X, Y, l2, rows, outputs, work))
 
 
 def train(
@@ -237,7 +232,8 @@ def train(
     shares = 1 if kernels is None else kernels.split_shares(mlp.sizes, batch_size)
     if validation is not None:
         # Split epochs: validation products small enough for OpenBLAS's calling thread.
-        chunk = X_val.shape[0] if shares == 1 else kernels.quiet_rows(mlp.sizes)
+        rows = X_val.shape[0] if shares == 1 else min(X_val.shape[0], kernels.quiet_rows(mlp.sizes))
+        outputs = np.empty((X_val.shape[0], mlp.n_outputs), theta.dtype)
     rng = np.random.default_rng(seed)
     history = {"loss": [], "seconds": []}
     if validation is not None:
@@ -273,7 +269,7 @@ def train(
         history["seconds"].append(time.perf_counter() - started)
         history["loss"].append(float(mean_loss))
         if validation is not None:
-            val_loss, outputs = _evaluate(mlp, theta, X_val, Y_val, l2, backend, chunk)
+            val_loss = _evaluate(kernels, mlp, theta, X_val, Y_val, l2, rows, outputs)
             history["val_loss"].append(val_loss)
             history["val_accuracy"].append(_accuracy(mlp, outputs, Y_val))
         if progress:

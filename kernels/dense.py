@@ -453,14 +453,13 @@ def network_loss_and_grad(spec, theta, X, Y, l2, grad, work):
 
 
 @kernel
-def network_forward(spec, theta, X, out, work):
-    """Outputs of one network into ``out`` (n, nL)."""
-    n = X.shape[0]
-    n_out = out.shape[1]
-    offset = _forward_hidden(spec, theta, X, work)
+def _write_outputs(spec, work, offset, out):
+    """``out`` (n, nL) <- the output activation of ``Z_L``, which starts at ``offset`` in
+    ``work`` (after the hidden activations) and is overwritten; its per-sample
+    temporaries go after the two delta buffers."""
+    n, n_out = out.shape
     Z = matrix(work, offset, n_out, n)
-    temps_at = offset + (n_out + 2 * _widest(spec)) * n
-    temps = matrix(work, temps_at, 3, n)
+    temps = matrix(work, offset + (n_out + 2 * _widest(spec)) * n, 3, n)
     if spec[1] == SOFTMAX:
         _softmax_columns(Z, Z, temps[0], temps[1])
     elif spec[1] == SIGMOID:
@@ -470,6 +469,21 @@ def network_forward(spec, theta, X, out, work):
     for i in range(n):
         for k in range(n_out):
             out[i, k] = Z[k, i]
+
+
+@kernel
+def network_forward(spec, theta, X, out, work):
+    """Outputs of one network into ``out`` (n, nL)."""
+    _write_outputs(spec, work, _forward_hidden(spec, theta, X, work), out)
+
+
+@kernel
+def network_loss_and_outputs(spec, theta, X, Y, l2, out, work):
+    """Loss of one network, as `_network_loss`, and its outputs into ``out`` (n, nL),
+    from one forward pass: the loss leaves ``Z_L`` as it found it."""
+    total = _network_loss(spec, theta, X, Y, l2, work)
+    _write_outputs(spec, work, _hidden_end(spec, X.shape[0]), out)
+    return total
 
 
 # --------------------------------------------------------------------------- drivers

@@ -41,6 +41,9 @@ for a given ``shares``. One parallel region a step runs a batch's backward pass,
 optimiser step and the next batch's forward pass; so when a batch's gradient is not
 finite, its step has been taken. theta and state row 2 come back as ``train_epoch``'s
 would; the moments (state rows 0 and 1) include that step.
+
+``evaluate(spec, theta, X, Y, l2, rows, out, work) -> loss`` is the validation after an
+epoch: the loss and the outputs ``out`` (n, nL), ``rows`` rows at a time.
 """
 
 import math
@@ -55,6 +58,7 @@ from fastbp.kernels.checks import all_finite
 from fastbp.kernels.dense import (
     add_bias_and_activate,
     network_loss_and_grad,
+    network_loss_and_outputs,
     output_loss_and_delta,
 )
 from fastbp.kernels.linalg import matmul, matmul_nt, matmul_tn, matrix, sum_rows
@@ -186,6 +190,27 @@ def quiet_rows(sizes):
     """
     widest = max(a * b for a, b in zip(sizes[:-1], sizes[1:]))
     return max(1, (SPLIT_MAX_PRODUCT - 1) // widest)
+
+
+@kernel
+def evaluate(spec, theta, X, Y, l2, rows, out, work):
+    """Mean loss over X's rows (the L2 penalty counted once) and the outputs into ``out``
+    (n, nL), ``rows`` rows at a time, one forward pass each.
+
+    `fastbp.train`'s validation after each epoch (``rows`` from `quiet_rows` between
+    split epochs). Trusts its arguments, which `train` has checked: ``work`` as for
+    ``dense.loss`` with ``rows`` rows.
+    """
+    n = X.shape[0]
+    total = 0.0
+    for start in range(0, n, rows):
+        stop = min(n, start + rows)
+        part = network_loss_and_outputs(
+            spec, theta, X[start:stop], Y[start:stop], l2, out[start:stop], work
+        )
+        # Weights (stop - start) / n add up to 1: the penalty in each part counts once.
+        total += part * (stop - start)
+    return total / n
 
 
 @kernel

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import DTYPES, make_problem
+from conftest import DTYPES, OUTPUT_LOSS, assert_matches_reference, make_problem
 
 import fastbp
 import fastbp.kernels.training  # the module the tests monkeypatch
@@ -154,6 +154,27 @@ def test_validation_in_chunks_gives_the_whole_set_s_loss_and_accuracy(shares, mo
     assert history["val_loss"][-1] == pytest.approx(whole, rel=1e-12)
     predicted = fastbp.forward(net, theta, X_val).argmax(axis=1)
     assert history["val_accuracy"][-1] == np.mean(predicted == y_val)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("output,loss", OUTPUT_LOSS)
+def test_validation_kernel_gives_the_reference_loss_and_outputs(output, loss, dtype):
+    # One forward pass a chunk gives both; chunks of 4 leave a last one of 3 rows.
+    net = fastbp.MLP([3, 6, 5, 4], hidden="tanh", output=output, loss=loss)
+    for labels in [False, True] if output == "softmax" else [False]:
+        theta, X, Y = make_problem(net, n=11, dtype=dtype, labels=labels)
+        Y = Y.astype(np.int64) if labels else Y
+        for rows in (4, 11):
+            outputs = np.full((11, 4), np.nan, dtype=dtype)
+            work = np.empty(rows * net._work_per_row, dtype=dtype)
+            value = fastbp.kernels.training.evaluate(
+                net._spec, theta, X, Y, 0.1, rows, outputs, work
+            )
+            what = f"{net} rows={rows} labels={labels}"
+            as64 = [a if a.dtype.kind in "iu" else a.astype(np.float64) for a in (theta, X, Y)]
+            expected = fastbp.reference.loss(net, *as64, 0.1)
+            assert_matches_reference(dtype(value), expected, dtype, what)
+            assert_matches_reference(outputs, fastbp.reference.forward(net, *as64[:2]), dtype, what)
 
 
 @pytest.mark.parametrize("shares", [1, 2])
