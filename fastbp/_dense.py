@@ -80,7 +80,7 @@ def forward(mlp, theta, X, *, backend=None, check_finite=True, out=None):
     kernels = _backend.kernels(backend, "dense")
     theta, X = _validate.network_args(mlp, theta, X, check_finite=False)
     shape = theta.shape[:-1] + (X.shape[0], mlp.n_outputs)
-    result = _validate.out("out", out, shape, theta.dtype)
+    result = _validate.out("out", out, shape, theta.dtype, apart=dict(theta=theta, X=X))
     if kernels is None:
         _check_values(mlp, theta, X, None, check_finite)
         result[...] = reference.forward(mlp, theta, X)
@@ -169,8 +169,9 @@ def loss_and_grad(mlp, theta, X, Y, l2=0.0, *, backend=None, check_finite=True, 
         else:
             grad = _workspace.result_empty(theta.shape, theta.dtype)
     else:
-        grad = _validate.out("out", out, theta.shape, theta.dtype)
-        _validate.separate("out", grad, theta=theta, X=X)
+        grad = _validate.out(
+            "out", out, theta.shape, theta.dtype, apart=dict(theta=theta, X=X, Y=Y)
+        )
     if kernels is None:
         _check_values(mlp, theta, X, Y, check_finite)
         value, grad[...] = reference.loss_and_grad(mlp, theta, X, Y, l2)

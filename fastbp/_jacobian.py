@@ -64,9 +64,23 @@ def forward_and_jacobian(mlp, theta, X, *, backend=None, check_finite=True, out=
     checks = _backend.kernels(backend, "checks")
     theta, X = _validate.network_args(mlp, theta, X, check_finite, checks)
     lead = theta.shape[:-1] + (X.shape[0], mlp._sizes[-1])
-    out_A, out_J = (None, None) if out is None else out
-    A = _validate.out("out[0]", out_A, lead, theta.dtype)
-    J = _validate.out("out[1]", out_J, lead + (mlp._sizes[0],), theta.dtype, label="J")
+    if out is None:
+        out_A = out_J = None
+    elif isinstance(out, (tuple, list)) and len(out) == 2:
+        out_A, out_J = out
+    else:
+        got = type(out).__name__
+        if isinstance(out, (tuple, list)):
+            got += f" of length {len(out)}"
+        elif isinstance(out, np.ndarray):
+            got += f" of shape {out.shape}"
+        raise TypeError(f"out must be a pair (A, J) of arrays; got {got}")
+    inputs = dict(theta=theta, X=X)
+    A = _validate.out("out[0]", out_A, lead, theta.dtype, apart=inputs)
+    J = _validate.out(
+        "out[1]", out_J, lead + (mlp._sizes[0],), theta.dtype, label="J",
+        apart={**inputs, "out[0]": A},
+    )  # fmt: skip
     if kernels is None:
         A[...], J[...] = reference.forward_and_jacobian(mlp, theta, X)
     else:
@@ -96,7 +110,9 @@ def input_jacobian(mlp, theta, X, *, backend=None, check_finite=True, out=None):
     checks = _backend.kernels(backend, "checks")
     theta, X = _validate.network_args(mlp, theta, X, check_finite, checks)
     lead = theta.shape[:-1] + (X.shape[0], mlp._sizes[-1])
-    J = _validate.out("out", out, lead + (mlp._sizes[0],), theta.dtype, label="J")
+    J = _validate.out(
+        "out", out, lead + (mlp._sizes[0],), theta.dtype, label="J", apart=dict(theta=theta, X=X)
+    )
     if kernels is None:
         J[...] = reference.input_jacobian(mlp, theta, X)
     else:
@@ -147,7 +163,8 @@ def sobolev_loss(mlp, theta, X, T, which, *, backend=None, check_finite=True, ou
         _validate.finite("T", T, checks)
     if theta.ndim == 1 and out is not None:
         raise ValueError("out is only for a population theta of shape (P, D)")
-    values = _validate.out("out", out, theta.shape[:-1] or (1,), dtype)
+    inputs = dict(theta=theta, X=X, T=T, which=which)
+    values = _validate.out("out", out, theta.shape[:-1] or (1,), dtype, apart=inputs)
     if kernels is None:
         values[...] = reference.sobolev_loss(mlp, theta, X, T, which)
     else:

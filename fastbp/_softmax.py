@@ -38,7 +38,7 @@ def softmax(Z, *, backend=None, check_finite=True, out=None):
     """
     kernels = _backend.kernels(backend, "softmax")
     Z = _logits(Z, check_finite, _backend.kernels(backend, "checks"))
-    result = _validate.out("out", out, Z.shape, Z.dtype)
+    result = _validate.out("out", out, Z.shape, Z.dtype, apart=dict(Z=Z))
     if kernels is None:
         result[...] = reference.softmax(Z)
     else:
@@ -65,7 +65,7 @@ def softmax_jacobian(Z, *, backend=None, check_finite=True, out=None):
     kernels = _backend.kernels(backend, "softmax")
     Z = _logits(Z, check_finite, _backend.kernels(backend, "checks"))
     K = Z.shape[-1]
-    result = _validate.out("out", out, Z.shape + (K,), Z.dtype, label="J")
+    result = _validate.out("out", out, Z.shape + (K,), Z.dtype, label="J", apart=dict(Z=Z))
     if kernels is None:
         result[...] = reference.softmax_jacobian(Z)
     else:
@@ -101,9 +101,7 @@ def softmax_vjp(Z, G, *, backend=None, check_finite=True, out=None):
     G = _validate.as_float(G, Z.dtype)
     if check_finite:
         _validate.finite("G", G, checks)
-    result = _validate.out("out", out, Z.shape, Z.dtype)
-    if out is not None:
-        _validate.separate("out", result, Z=Z, G=G)
+    result = _validate.out("out", out, Z.shape, Z.dtype, apart=dict(Z=Z, G=G))
     if kernels is None:
         result[...] = reference.softmax_vjp(Z, G)
     else:

@@ -201,11 +201,13 @@ def _available_bytes():
         return None
 
 
-def out(name, value, shape, dtype, label="the result"):
+def out(name, value, shape, dtype, label="the result", apart=None):
     """``value`` (the argument ``name``) checked as a result buffer, or a new array.
 
-    A new array of ``MEMORY_CHECK_BYTES`` or more is refused with MemoryError, naming
-    ``label`` and the size, when it would not fit in the memory that is free.
+    A buffer must not share memory with the arrays in ``apart`` (name -> array), the
+    inputs the kernel reads while it writes. A new array of ``MEMORY_CHECK_BYTES`` or
+    more is refused with MemoryError, naming ``label`` and the size, when it would not
+    fit in the memory that is free.
     """
     if value is None:
         nbytes = dtype.itemsize * math.prod(shape)
@@ -231,6 +233,8 @@ def out(name, value, shape, dtype, label="the result"):
         )
     if not value.flags.writeable:
         raise ValueError(f"{name} is read-only")
+    if apart:
+        separate(name, value, **apart)
     return value
 
 

@@ -216,6 +216,68 @@ def test_out_is_written_and_returned():
     assert returned is grad
 
 
+def carved(inputs, name, out_shape, out_dtype=np.float64):
+    """``inputs`` with ``inputs[name]`` moved into a buffer, and an ``out`` of
+    ``out_shape`` in that buffer whose first entry is the input's last byte's entry."""
+    data = np.asarray(inputs[name])
+    base = np.zeros(data.nbytes + np.dtype(out_dtype).itemsize * int(np.prod(out_shape)), np.uint8)
+    moved = base[: data.nbytes].view(data.dtype).reshape(data.shape)
+    moved[...] = data
+    start = data.nbytes - np.dtype(out_dtype).itemsize
+    out = base[start : start + np.dtype(out_dtype).itemsize * int(np.prod(out_shape))]
+    return {**inputs, name: moved}, out.view(out_dtype).reshape(out_shape)
+
+
+POP = NET.init(seed=1, population=3)
+# function, its inputs, the shape of its out=, and which inputs out must stay apart from
+OUT_CASES = {
+    "forward": (fastbp.forward, dict(theta=THETA, X=X), (5, 2)),
+    "loss_and_grad targets": (fastbp.loss_and_grad, dict(theta=THETA, X=X, Y=Y), THETA.shape),
+    "loss_and_grad labels": (fastbp.loss_and_grad, dict(theta=THETA, X=X, Y=LABELS), THETA.shape),
+    "input_jacobian": (fastbp.input_jacobian, dict(theta=THETA, X=X), (5, 2, 3)),
+    "sobolev_loss": (fastbp.sobolev_loss, dict(theta=POP, X=X, T=T, which=WHICH), (3,)),
+    "softmax": (fastbp.softmax, dict(Z=X), (5, 3)),
+    "softmax_jacobian": (fastbp.softmax_jacobian, dict(Z=X), (5, 3, 3)),
+    "softmax_vjp": (fastbp.softmax_vjp, dict(Z=X, G=X + 1.0), (5, 3)),
+}
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("case", list(OUT_CASES))
+def test_out_overlapping_an_input_is_refused_and_the_input_kept(case, backend):
+    function, inputs, out_shape = OUT_CASES[case]
+    positional = [] if "theta" not in inputs else [NET]
+    for name in inputs:
+        moved, out = carved(inputs, name, out_shape)
+        kept = moved[name].copy()
+        with pytest.raises(ValueError, match=f"out must not share memory with {name}"):
+            function(*positional, *moved.values(), out=out, backend=backend)
+        np.testing.assert_array_equal(moved[name], kept)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_forward_and_jacobian_out_is_a_pair_kept_apart(backend):
+    inputs = dict(theta=THETA, X=X)
+    for name in inputs:
+        moved, A = carved(inputs, name, (5, 2))
+        with pytest.raises(ValueError, match=f"out\\[0\\] must not share memory with {name}"):
+            fastbp.forward_and_jacobian(
+                NET, *moved.values(), out=(A, np.empty((5, 2, 3))), backend=backend
+            )
+        moved, J = carved(inputs, name, (5, 2, 3))
+        with pytest.raises(ValueError, match=f"out\\[1\\] must not share memory with {name}"):
+            fastbp.forward_and_jacobian(
+                NET, *moved.values(), out=(np.empty((5, 2)), J), backend=backend
+            )
+    both = np.empty(5 * 2 + 5 * 2 * 3)
+    A, J = both[:10].reshape(5, 2), both[9:39].reshape(5, 2, 3)
+    with pytest.raises(ValueError, match=r"out\[1\] must not share memory with out\[0\]"):
+        fastbp.forward_and_jacobian(NET, THETA, X, out=(A, J), backend=backend)
+    for bad, words in [((A,), "tuple of length 1"), (np.empty((5, 2, 3)), "ndarray of shape")]:
+        with pytest.raises(TypeError, match=f"out must be a pair \\(A, J\\).*{words}"):
+            fastbp.forward_and_jacobian(NET, THETA, X, out=bad, backend=backend)
+
+
 def test_non_contiguous_and_list_inputs_are_accepted():
     X_fortran = np.asfortranarray(X)
     X_strided = np.repeat(X, 2, axis=0)[::2]
