@@ -120,6 +120,9 @@ def targets(net, value, n):
             )
         if arr.shape[0] != n:
             raise ValueError(f"Y has {arr.shape[0]} labels but X has {n} rows")
+        if arr.dtype.kind == "u" and arr.dtype.itemsize == 8:
+            # Before the conversion to int64, which would wrap labels of 2**63 and more.
+            labels_in_range(net, arr)
         return arr, True
     if arr.ndim != 2 or arr.shape != (n, nL):
         hint = ""

@@ -110,6 +110,11 @@ BAD_INPUTS = {
         ValueError,
         "which",
     ),
+    "labels unsigned beyond int64": (
+        lambda: fastbp.loss_and_grad(NET, THETA, X, np.array([0, 1, 2**63, 0, 1], np.uint64)),
+        ValueError,
+        f"Y holds label {2**63}",
+    ),
     "Y None": (lambda: fastbp.loss_and_grad(NET, THETA, X, None), TypeError, "Y"),
     "T None": (lambda: fastbp.sobolev_loss(NET, THETA, X, None, WHICH), TypeError, "T"),
     "validation targets None": (
