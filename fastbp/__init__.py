@@ -6,13 +6,38 @@ kernels are tested against. Every function takes ``backend="numba"`` (the defaul
 ``backend="numpy"``; ``FASTBP_BACKEND=numpy`` changes the default.
 """
 
-from fastbp import reference
-from fastbp._dense import forward, loss, loss_and_grad
-from fastbp._jacobian import forward_and_jacobian, input_jacobian, sobolev_loss
-from fastbp._softmax import softmax, softmax_jacobian, softmax_vjp
-from fastbp.gradcheck import GradcheckResult, gradcheck
-from fastbp.mlp import MLP
-from fastbp.training import SGD, Adam, TrainingDiverged, train
+
+def _kernels_beside_the_source():
+    """In a source checkout, ``kernels/`` sits beside this folder and installation maps
+    it to ``fastbp.kernels`` (DESIGN.md). Where this folder is imported as it is, from
+    the project root, make the same mapping, so that ``import fastbp`` works there too."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    if importlib.util.find_spec(f"{__name__}.kernels") is not None:
+        return  # installed, or an editable install: the mapping is in place
+    folder = Path(__file__).resolve().parent.parent / "kernels"
+    if not (folder / "__init__.py").is_file():
+        return
+    spec = importlib.util.spec_from_file_location(
+        f"{__name__}.kernels", folder / "__init__.py", submodule_search_locations=[str(folder)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    globals()["kernels"] = module
+
+
+_kernels_beside_the_source()
+
+from fastbp import reference  # noqa: E402
+from fastbp._dense import forward, loss, loss_and_grad  # noqa: E402
+from fastbp._jacobian import forward_and_jacobian, input_jacobian, sobolev_loss  # noqa: E402
+from fastbp._softmax import softmax, softmax_jacobian, softmax_vjp  # noqa: E402
+from fastbp.gradcheck import GradcheckResult, gradcheck  # noqa: E402
+from fastbp.mlp import MLP  # noqa: E402
+from fastbp.training import SGD, Adam, TrainingDiverged, train  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -291,17 +291,30 @@ def test_non_contiguous_and_list_inputs_are_accepted():
         np.testing.assert_allclose(fastbp.forward(NET, THETA, Xv), expected, rtol=1e-12)
 
 
-def run_python(code, **env):
-    """Run ``code`` in a fresh interpreter, outside the source tree (whose ``fastbp/``
-    folder, lacking ``fastbp.kernels``, would shadow the installed package)."""
+TESTS = Path(__file__).resolve().parent
+
+
+def run_python(code, cwd=TESTS, **env):
+    """Run ``code`` in a fresh interpreter, by default outside the project root (whose
+    ``fastbp/`` folder would be imported in place of the installed package)."""
     environment = {**os.environ, **env}
     return subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         env=environment,
-        cwd=Path(__file__).resolve().parent,
+        cwd=cwd,
     )
+
+
+def test_imports_from_the_project_root_too():
+    # There fastbp/ is the source folder, without the fastbp.kernels that installation
+    # maps from kernels/; the package makes the same mapping.
+    root = TESTS.parent
+    code = "import fastbp, fastbp.kernels.codes as codes; print(codes.__file__)"
+    result = run_python(code, cwd=root)
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()).parent.name == "kernels"
 
 
 def test_environment_variable_selects_the_default_backend():

@@ -14,7 +14,7 @@ def run(name):
         [sys.executable, str(EXAMPLES / name)],
         capture_output=True,
         text=True,
-        cwd=EXAMPLES,  # not the project root, whose fastbp/ would shadow the install
+        cwd=EXAMPLES,  # not the project root, whose fastbp/ would be imported, not the install
         timeout=600,
     )
     assert result.returncode == 0, result.stderr
