@@ -260,7 +260,14 @@ def _compile_everything():
     fastbp.loss_and_grad(net, theta, X, y)
     fastbp.input_jacobian(net, theta, X)
     fastbp.softmax_jacobian(X)
-    fastbp.train(net, theta, X, y, epochs=1, batch_size=2, optimizer=fastbp.SGD(0.1, momentum=0.9))
+    # The digits network, so that its first epoch is timed, not compiled: one hidden
+    # layer this wide runs the two-thread epoch kernel (fastbp.kernels.training).
+    digits = fastbp.MLP([64, 128, 10], hidden="sigmoid", output="softmax")
+    X, y = np.zeros((64, 64)), np.arange(64) % 10
+    fastbp.train(
+        digits, digits.init(seed=0), X, y, epochs=1, batch_size=32,
+        optimizer=fastbp.SGD(0.1, momentum=0.9), validation=(X, y),
+    )  # fmt: skip
     return time.perf_counter() - start
 
 
@@ -720,9 +727,10 @@ def _run_check(function, problem, check):
 def _check(args):
     rng = np.random.default_rng(args.seed)
     print(
-        f"fastbp check: every kernel against fastbp.reference (float64, relative error "
-        f"<= {_REFERENCE_TOLERANCE:g}) and against central finite differences "
-        f"(<= {_DIFFERENCE_TOLERANCE:g})"
+        "fastbp check: each public function, for every activation, output and loss of a "
+        f"3-5-4-3 network in float64, against fastbp.reference (relative error <= "
+        f"{_REFERENCE_TOLERANCE:g}) and central finite differences (<= "
+        f"{_DIFFERENCE_TOLERANCE:g}); the test suite covers float32 and many more shapes"
     )
     results = []
     for net in _architectures():
