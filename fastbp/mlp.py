@@ -61,6 +61,9 @@ class MLP:
 
     def __init__(self, sizes, hidden="sigmoid", output="softmax", loss=None):
         try:
+            sizes = tuple(sizes)
+            if any(isinstance(s, (bool, np.bool_)) for s in sizes):  # True is an int too
+                raise TypeError
             sizes = tuple(operator.index(s) for s in sizes)
         except TypeError:
             raise TypeError(f"sizes must be a sequence of integers; got {sizes!r}") from None

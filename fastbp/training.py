@@ -234,7 +234,10 @@ def train(
         # Split epochs: validation products small enough for OpenBLAS's calling thread.
         rows = X_val.shape[0] if shares == 1 else min(X_val.shape[0], kernels.quiet_rows(mlp.sizes))
         outputs = np.empty((X_val.shape[0], mlp.n_outputs), theta.dtype)
-    rng = np.random.default_rng(seed)
+    try:
+        rng = np.random.default_rng(seed)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"seed must be an integer or a numpy Generator; got {seed!r}") from error
     history = {"loss": [], "seconds": []}
     if validation is not None:
         history.update(val_loss=[], val_accuracy=[])
@@ -281,6 +284,8 @@ def train(
 
 def _count(name, value, minimum):
     try:
+        if isinstance(value, (str, bytes, bool, np.bool_)):
+            raise TypeError
         number = int(value)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be an integer; got {value!r}") from None

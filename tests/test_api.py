@@ -81,6 +81,8 @@ BAD_INPUTS = {
     "sizes too short": (lambda: fastbp.MLP([3]), ValueError, "sizes"),
     "sizes zero width": (lambda: fastbp.MLP([3, 0, 2]), ValueError, "sizes"),
     "sizes not integers": (lambda: fastbp.MLP([3, 2.5]), TypeError, "sizes"),
+    "sizes booleans": (lambda: fastbp.MLP([True, 2]), TypeError, "sizes"),
+    "sizes not a sequence": (lambda: fastbp.MLP(3), TypeError, "sizes"),
     "unpack wrong length": (lambda: NET.unpack(THETA[:-2]), ValueError, "theta"),
     "pack wrong W shape": (
         lambda: NET.pack([(np.ones((4, 3)), np.ones(4)), (np.ones((4, 2)), np.ones(2))]),

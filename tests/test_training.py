@@ -263,6 +263,9 @@ def test_callback_progress_and_early_stop(capsys):
     [
         (dict(epochs=-1), ValueError, "epochs"),
         (dict(epochs=1.5), ValueError, "epochs"),
+        (dict(epochs="3"), TypeError, "epochs"),
+        (dict(batch_size=True), TypeError, "batch_size"),
+        (dict(seed="a"), TypeError, "seed"),
         (dict(batch_size=0), ValueError, "batch_size"),
         (dict(optimizer="sgd"), TypeError, "optimizer"),
         (dict(l2=-1.0), ValueError, "l2"),
