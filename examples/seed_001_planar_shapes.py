@@ -3,6 +3,11 @@ weight gradients came out with the wrong shapes (element-wise against matrix pro
 
 In fastbp every gradient has its parameter's shape: unpack the flat gradient with the
 same ``MLP.unpack`` as the parameters. Shape mistakes get an error naming the shapes.
+
+Two conventions differ from the question's: rows are samples, so fastbp's ``W`` of a
+layer is ``(n_in, n_out)`` (``Z = X @ W + b``), the transpose of the question's ``W`` in
+``Z = W @ X``; and fastbp's squared error is ``½‖A - Y‖²`` per row, so its gradient is
+half that of the question's loss without the ½.
 """
 
 import numpy as np

@@ -29,6 +29,7 @@ def test_seed_000_gradcheck_finds_the_wrong_gradient():
     out = run("seed_000_iris_flat_gradient.py").splitlines()
     wrong, right = float(out[0].split()[5]), float(out[1].split()[4])
     assert wrong > 0.1 and right < 1e-6
+    assert "is 150 times the finite difference" in out[2]
 
 
 def test_seed_001_gradients_have_their_parameters_shapes():
