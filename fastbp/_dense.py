@@ -14,10 +14,16 @@ import numpy as np
 from fastbp import _backend, _validate, _workspace, reference
 
 
-def _population_work(kernels, mlp, theta, n):
-    """Scratch for the parallel population kernels: one network's worth per thread."""
-    at_once = kernels.networks_at_once(theta.shape[0])
-    return _workspace.scratch(theta.dtype, at_once * n * mlp._work_per_row)
+def _population_kernel(kernels, name, mlp, theta, n):
+    """The population kernel ``name`` for ``n`` rows and its scratch: the ``_parallel``
+    twin, with a network's worth of scratch per thread, where the networks' products stay
+    off BLAS's threads (``networks_on_threads``); else the serial one."""
+    if kernels.networks_on_threads(mlp._sizes, n):
+        kernel = getattr(kernels, name + "_parallel")
+        at_once = kernels.networks_at_once(theta.shape[0])
+    else:
+        kernel, at_once = getattr(kernels, name), 1
+    return kernel, _workspace.scratch(theta.dtype, at_once * n * mlp._work_per_row)
 
 
 def _loss_args(mlp, theta, X, Y, l2):
@@ -89,8 +95,8 @@ def forward(mlp, theta, X, *, backend=None, check_finite=True, out=None):
         work = _workspace.scratch(theta.dtype, X.shape[0] * mlp._work_per_row)
         ok = kernels.forward(mlp._spec, theta, X, result, check_finite, work)
     else:
-        work = _population_work(kernels, mlp, theta, X.shape[0])
-        ok = kernels.forward_population_parallel(mlp._spec, theta, X, result, check_finite, work)
+        kernel, work = _population_kernel(kernels, "forward_population", mlp, theta, X.shape[0])
+        ok = kernel(mlp._spec, theta, X, result, check_finite, work)
     if not ok:
         _check_values(mlp, theta, X, None, check_finite)
     return result
@@ -130,8 +136,8 @@ def loss(mlp, theta, X, Y, l2=0.0, *, backend=None, check_finite=True):
             _check_values(mlp, theta, X, Y, check_finite)
         return theta.dtype.type(value)
     values = np.empty(theta.shape[0], dtype=theta.dtype)
-    work = _population_work(kernels, mlp, theta, X.shape[0])
-    if not kernels.loss_population_parallel(mlp._spec, theta, X, Y, l2, values, check_finite, work):
+    kernel, work = _population_kernel(kernels, "loss_population", mlp, theta, X.shape[0])
+    if not kernel(mlp._spec, theta, X, Y, l2, values, check_finite, work):
         _check_values(mlp, theta, X, Y, check_finite)
     return values
 
@@ -183,9 +189,7 @@ def loss_and_grad(mlp, theta, X, Y, l2=0.0, *, backend=None, check_finite=True, 
             _check_values(mlp, theta, X, Y, check_finite)
         return theta.dtype.type(value), grad
     values = np.empty(theta.shape[0], dtype=theta.dtype)
-    work = _population_work(kernels, mlp, theta, X.shape[0])
-    if not kernels.loss_and_grad_population_parallel(
-        mlp._spec, theta, X, Y, l2, values, grad, check_finite, work
-    ):
+    kernel, work = _population_kernel(kernels, "loss_and_grad_population", mlp, theta, X.shape[0])
+    if not kernel(mlp._spec, theta, X, Y, l2, values, grad, check_finite, work):
         _check_values(mlp, theta, X, Y, check_finite)
     return values, grad

@@ -20,6 +20,10 @@ from fastbp.kernels._config import kernel
 # Measured here: with 1 << 14 rather than 1 << 16, a digits training epoch (batches of 32
 # through 64-128-10) took 2.5 ms instead of 2.8 ms; tiny networks stay on the loops.
 BLAS_MIN_WORK = 1 << 14
+# OpenBLAS runs a product of more multiply-adds than this on threads of its own. Kernels
+# that spread work over Numba's threads keep their products below it: the two kinds of
+# threads then fight over the cores (see `dense.networks_on_threads`).
+BLAS_THREADED_WORK = 1 << 18
 
 
 @kernel

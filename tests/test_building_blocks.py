@@ -153,3 +153,30 @@ def test_the_pool_limit_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("FASTBP_POOL_BYTES", "lots")
     with pytest.raises(ValueError, match="FASTBP_POOL_BYTES.*'lots'"):
         _workspace._idle_bytes_setting()
+
+
+def test_every_kernel_has_cache_files_of_its_own():
+    # Numba names a kernel's disk cache after its function's module, qualified name and
+    # line, whatever its options: two kernels sharing all three load each other's code.
+    import importlib
+
+    from numba.core.registry import CPUDispatcher
+
+    seen = {}
+    for name in ("activations", "checks", "dense", "jacobian", "linalg", "softmax", "training"):
+        module = importlib.import_module(f"fastbp.kernels.{name}")
+        for attribute, value in vars(module).items():
+            if isinstance(value, CPUDispatcher):
+                function = value.py_func
+                key = (function.__module__, function.__qualname__, function.__code__.co_firstlineno)
+                assert seen.setdefault(key, value) is value, (attribute, key)
+    assert len(seen) > 50
+
+
+def test_population_networks_run_on_threads_only_below_blas_s_own_threads():
+    from fastbp.kernels import dense
+
+    assert dense.networks_on_threads([4, 16, 3], 4096)
+    assert dense.networks_on_threads([64, 128, 10], 32)  # 2^18 multiply-adds
+    assert not dense.networks_on_threads([64, 128, 10], 33)
+    assert not dense.networks_on_threads([784, 512, 256, 10], 1)
