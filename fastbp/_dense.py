@@ -11,19 +11,24 @@ import math
 
 import numpy as np
 
-from fastbp import _backend, _validate, _workspace, reference
+from fastbp import _backend, _threads, _validate, _workspace, reference
 
 
 def _population_kernel(kernels, name, mlp, theta, n):
-    """The population kernel ``name`` for ``n`` rows and its scratch: the ``_parallel``
-    twin, with a network's worth of scratch per thread, where the networks' products stay
-    off BLAS's threads (``networks_on_threads``); else the serial one."""
+    """``(kernel, work, call)``: the population kernel ``name`` for ``n`` rows and its
+    scratch. The ``_parallel`` twin, with a network's worth of scratch per thread, where
+    the networks' products stay off BLAS's threads (``networks_on_threads``) and
+    `_threads` sees the cores free; else the serial one. ``call`` (None for the serial
+    kernel of BLAS-sized products) is to be told when the kernel is done.
+    """
+    call = None
+    kernel, at_once = getattr(kernels, name), 1
     if kernels.networks_on_threads(mlp._sizes, n):
-        kernel = getattr(kernels, name + "_parallel")
-        at_once = kernels.networks_at_once(theta.shape[0])
-    else:
-        kernel, at_once = getattr(kernels, name), 1
-    return kernel, _workspace.scratch(theta.dtype, at_once * n * mlp._work_per_row)
+        call = _threads.Call(name, theta.shape[0] * n * mlp._n_params)
+        if call.threads:
+            kernel = getattr(kernels, name + "_parallel")
+            at_once = kernels.networks_at_once(theta.shape[0])
+    return kernel, _workspace.scratch(theta.dtype, at_once * n * mlp._work_per_row), call
 
 
 def _loss_args(mlp, theta, X, Y, l2):
@@ -95,8 +100,12 @@ def forward(mlp, theta, X, *, backend=None, check_finite=True, out=None):
         work = _workspace.scratch(theta.dtype, X.shape[0] * mlp._work_per_row)
         ok = kernels.forward(mlp._spec, theta, X, result, check_finite, work)
     else:
-        kernel, work = _population_kernel(kernels, "forward_population", mlp, theta, X.shape[0])
+        kernel, work, call = _population_kernel(
+            kernels, "forward_population", mlp, theta, X.shape[0]
+        )
         ok = kernel(mlp._spec, theta, X, result, check_finite, work)
+        if call is not None:
+            call.done()
     if not ok:
         _check_values(mlp, theta, X, None, check_finite)
     return result
@@ -136,8 +145,11 @@ def loss(mlp, theta, X, Y, l2=0.0, *, backend=None, check_finite=True):
             _check_values(mlp, theta, X, Y, check_finite)
         return theta.dtype.type(value)
     values = np.empty(theta.shape[0], dtype=theta.dtype)
-    kernel, work = _population_kernel(kernels, "loss_population", mlp, theta, X.shape[0])
-    if not kernel(mlp._spec, theta, X, Y, l2, values, check_finite, work):
+    kernel, work, call = _population_kernel(kernels, "loss_population", mlp, theta, X.shape[0])
+    ok = kernel(mlp._spec, theta, X, Y, l2, values, check_finite, work)
+    if call is not None:
+        call.done()
+    if not ok:
         _check_values(mlp, theta, X, Y, check_finite)
     return values
 
@@ -189,7 +201,12 @@ def loss_and_grad(mlp, theta, X, Y, l2=0.0, *, backend=None, check_finite=True, 
             _check_values(mlp, theta, X, Y, check_finite)
         return theta.dtype.type(value), grad
     values = np.empty(theta.shape[0], dtype=theta.dtype)
-    kernel, work = _population_kernel(kernels, "loss_and_grad_population", mlp, theta, X.shape[0])
-    if not kernel(mlp._spec, theta, X, Y, l2, values, grad, check_finite, work):
+    kernel, work, call = _population_kernel(
+        kernels, "loss_and_grad_population", mlp, theta, X.shape[0]
+    )
+    ok = kernel(mlp._spec, theta, X, Y, l2, values, grad, check_finite, work)
+    if call is not None:
+        call.done()
+    if not ok:
         _check_values(mlp, theta, X, Y, check_finite)
     return values, grad
