@@ -35,30 +35,44 @@ def run(clock, seconds, kind="jacobian", size=1000):
     return call.threads
 
 
+def settle(clock):
+    """The two calls of the baseline (100 us), then the calls on threads not judged."""
+    assert not run(clock, 5.0) and not run(clock, 1e-4)
+    for _ in range(_threads.SETTLING_CALLS):
+        assert run(clock, 5.0)  # compiling, then threads waking: no verdict
+
+
 def test_the_first_two_calls_of_a_size_run_on_one_thread_for_a_baseline(clock):
     assert [run(clock, 1e-4) for _ in range(3)] == [False, False, True]
     assert not run(clock, 1e-4, size=10_000)  # another size class: a baseline of its own
     assert not run(clock, 1e-4, kind="sobolev")
 
 
-def test_a_call_held_back_a_time_slice_sends_calls_to_one_thread_for_a_while(clock):
-    run(clock, 5.0)  # compiling
-    run(clock, 1e-4)  # the baseline: 100 us
-    assert run(clock, 5.0)  # the first on threads may compile: no verdict
+def test_two_calls_held_back_a_time_slice_send_calls_to_one_thread_for_a_while(clock):
+    settle(clock)
     assert run(clock, 8e-3)  # 80 times the baseline, 7.9 ms more: a time slice
     assert run(clock, 1e-4)  # one could be a hiccup
     assert run(clock, 8e-3) and run(clock, 8e-3)  # two in a row: other processes
-    assert not run(clock, 1e-4)
+    assert not run(clock, 1e-4) and not run(clock, 1e-4)
     clock.now += _threads.HOLD_SECONDS
-    assert run(clock, 5e-5)  # threads again, and fast
+    assert run(clock, 5e-5)  # threads again
 
 
 @pytest.mark.parametrize("seconds", [2.9e-4, 9e-4])
 def test_slow_calls_that_are_no_time_slice_keep_the_threads(clock, seconds):
     # 2.9x the baseline; or 9x it, but only 0.8 ms more (a hiccup, not a time slice).
-    for _ in range(3):
-        run(clock, 1e-4)
-    assert run(clock, seconds) and run(clock, 1e-4)
+    settle(clock)
+    assert run(clock, seconds) and run(clock, seconds) and run(clock, seconds)
+    assert run(clock, 1e-4)
+
+
+def test_calls_after_an_idle_spell_are_not_judged_at_once(clock):
+    settle(clock)
+    clock.now += 0.15  # threads fall asleep
+    slow = [run(clock, 7e-3) for _ in range(_threads.SETTLING_CALLS)]
+    assert all(slow) and run(clock, 1e-4)
+    assert run(clock, 7e-3) and run(clock, 7e-3)  # settled: now two in a row count
+    assert not run(clock, 1e-4)
 
 
 def test_one_thread_gives_the_same_results(monkeypatch):
