@@ -16,14 +16,14 @@ from fastbp import _backend, _threads, _validate, _workspace, reference
 
 def _population_kernel(kernels, name, mlp, theta, n):
     """``(kernel, work, call)``: the population kernel ``name`` for ``n`` rows and its
-    scratch. The ``_parallel`` twin, with a network's worth of scratch per thread, where
-    the networks' products stay off BLAS's threads (``networks_on_threads``) and
-    `_threads` sees the cores free; else the serial one. ``call`` (None for the serial
-    kernel of BLAS-sized products) is to be told when the kernel is done.
+    scratch. The ``_parallel`` twin, with a network's worth of scratch per thread, for
+    two networks or more whose products stay off BLAS's threads (``networks_on_threads``)
+    while `_threads` sees the cores free; else the serial one. ``call`` (None when the
+    serial kernel is the only choice) is to be told when the kernel is done.
     """
     call = None
     kernel, at_once = getattr(kernels, name), 1
-    if kernels.networks_on_threads(mlp._sizes, n):
+    if theta.shape[0] > 1 and kernels.networks_on_threads(mlp._sizes, n):
         call = _threads.Call(name, theta.shape[0] * n * mlp._n_params)
         if call.threads:
             kernel = getattr(kernels, name + "_parallel")

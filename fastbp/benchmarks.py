@@ -638,35 +638,52 @@ def _jax_call(jax, function, *arrays):
 # --------------------------------------------------------------------------- cases
 
 
-def _classification_problem(sizes, n, dtype):
+def _classification_problem(sizes, n, dtype, population=None):
     net = fastbp.MLP(sizes, hidden="sigmoid", output="softmax")
     rng = np.random.default_rng(0)
-    theta = net.init(seed=rng, dtype=dtype)
+    theta = net.init(seed=rng, dtype=dtype, population=population)
     X = rng.standard_normal((n, sizes[0])).astype(dtype)
     y = rng.integers(0, sizes[-1], size=n).astype(np.int64)
     return net, theta, X, y
 
 
-def _build_loss_and_grad(sizes):
-    def build(n, settings):
-        net, theta, X, y = _classification_problem(sizes, n, settings.dtype)
+def _jax_mean_cross_entropy(jax, logits):
+    def mean_cross_entropy(theta, X, y):
+        log_p = jax.nn.log_softmax(logits(theta, X), axis=-1)
+        return -jax.numpy.take_along_axis(log_p, y[:, None], axis=1).mean()
+
+    return mean_cross_entropy
+
+
+def _build_loss_and_grad(sizes, population=False):
+    """The gradient case of ``sizes``: of one network on ``size`` rows, or with
+    ``population`` of ``size`` networks on 32 rows (JAX and PyTorch vmap over them)."""
+
+    def build(size, settings):
+        P, n = (size, _POPULATION_ROWS) if population else (None, size)
+        net, theta, X, y = _classification_problem(sizes, n, settings.dtype, population=P)
 
         def jax_version():
             jax, logits, _ = _jax_network(net, settings.dtype)
-
-            def mean_cross_entropy(theta, X, y):
-                log_p = jax.nn.log_softmax(logits(theta, X), axis=-1)
-                return -jax.numpy.take_along_axis(log_p, y[:, None], axis=1).mean()
-
-            return _jax_call(jax, jax.value_and_grad(mean_cross_entropy), theta, X, y)
+            value_and_grad = jax.value_and_grad(_jax_mean_cross_entropy(jax, logits))
+            if population:
+                value_and_grad = jax.vmap(value_and_grad, in_axes=(0, None, None))
+            return _jax_call(jax, value_and_grad, theta, X, y)
 
         def torch_version():
             torch, logits, _ = _torch_network(net, settings)
             theta_t, X_t, y_t = (torch.from_numpy(a) for a in (theta, X, y))
 
+            def mean_cross_entropy(theta):
+                return torch.nn.functional.cross_entropy(logits(theta, X_t), y_t)
+
+            if population:
+                grad_and_value = torch.func.vmap(torch.func.grad_and_value(mean_cross_entropy))
+                return lambda: grad_and_value(theta_t)[::-1]  # (values, grads), as the others
+
             def call():
                 leaf = theta_t.detach().requires_grad_(True)
-                value = torch.nn.functional.cross_entropy(logits(leaf, X_t), y_t)
+                value = mean_cross_entropy(leaf)
                 (grad,) = torch.autograd.grad(value, leaf)
                 return value.detach(), grad
 
@@ -680,6 +697,9 @@ def _build_loss_and_grad(sizes):
         return Implementations({**functions, **peers}, unavailable)
 
     return build
+
+
+_POPULATION_ROWS = 32
 
 
 _JACOBIAN_SIZES = (2, 16, 16, 1)
@@ -979,6 +999,8 @@ CASES = {
              (16, 64, 256, 1024, 4096), _build_loss_and_grad((64, 128, 10))),
         Case("loss_and_grad_large", "loss_and_grad", "784-512-256-10", "n", "rows n", 256,
              (16, 64, 256, 1024), _build_loss_and_grad((784, 512, 256, 10))),
+        Case("population_loss_and_grad", "loss_and_grad", "4-16-3 n=32", "P", "networks P", 100,
+             (1, 10, 100, 1000), _build_loss_and_grad((4, 16, 3), population=True)),
         Case("population_jacobian", "input_jacobian", "2-16-16-1 N=256", "P", "networks P", 64,
              (1, 4, 16, 64, 256), _build_input_jacobian(population=True)),
         Case("input_jacobian", "input_jacobian", "2-16-16-1", "N", "points N", 256,

@@ -511,10 +511,11 @@ def _print_floors(measurements):
 
 def _bench(args):
     if args.list:
+        width = max(len(name) for name in benchmarks.CASES) + 2
         for case in benchmarks.CASES.values():
             sweep = ", ".join(str(size) for size in case.sweep)
             print(
-                f"{case.name:22s}{case.description} {case.size_name}={case.size} "
+                f"{case.name:{width}s}{case.description} {case.size_name}={case.size} "
                 f"(sweep {case.size_name} = {sweep})"
             )
         return 0
