@@ -61,14 +61,8 @@ from fastbp.kernels.dense import (
     network_loss_and_outputs,
     output_loss_and_delta,
 )
-from fastbp.kernels.linalg import (
-    BLAS_THREADED_WORK,
-    matmul,
-    matmul_nt,
-    matmul_tn,
-    matrix,
-    sum_rows,
-)
+from fastbp.kernels.linalg import BLAS_THREADED_WORK as SPLIT_MAX_PRODUCT
+from fastbp.kernels.linalg import matmul, matmul_nt, matmul_tn, matrix, sum_rows
 
 SGD = 0
 ADAM = 1
@@ -159,10 +153,9 @@ def train_epoch(
 # 1.3-1.5x faster (batches of 8 and 32 rows).
 SPLIT_MIN_PARAMS = 4096
 # Each share's products must stay single-threaded in BLAS: OpenBLAS starts its own
-# threads for products of more than 2^18 multiply-adds, and those threads and the
-# shares' then fight over the cores (a 64-128-10 epoch in batches of 128 took 50x as
-# long split as not).
-SPLIT_MAX_PRODUCT = BLAS_THREADED_WORK
+# threads for products of more than SPLIT_MAX_PRODUCT (2^18) multiply-adds, and those
+# threads and the shares' then fight over the cores (a 64-128-10 epoch in batches of 128
+# took 50x as long split as not).
 SPLIT_MIN_UNITS = 32  # hidden units per share at least
 
 
