@@ -260,7 +260,8 @@ def _compile_everything():
     fastbp.loss_and_grad(net, theta, X, y)
     fastbp.input_jacobian(net, theta, X)
     fastbp.softmax_jacobian(X)
-    # The digits network, so that its first epoch is timed, not compiled: one hidden
+    fastbp.train(net, theta, X, y, epochs=1, batch_size=2, optimizer=fastbp.SGD(0.1, momentum=0.9))
+    # The digits network too, so that its first epoch is timed, not compiled: one hidden
     # layer this wide runs the two-thread epoch kernel (fastbp.kernels.training).
     digits = fastbp.MLP([64, 128, 10], hidden="sigmoid", output="softmax")
     X, y = np.zeros((64, 64)), np.arange(64) % 10
