@@ -12,16 +12,17 @@ def _kernels_beside_the_source():
     it to ``fastbp.kernels`` (DESIGN.md). Where this folder is imported as it is, from
     the project root, make the same mapping, so that ``import fastbp`` works there too."""
     import importlib.util
+    import os
     import sys
-    from pathlib import Path
 
     if importlib.util.find_spec(f"{__name__}.kernels") is not None:
         return  # installed, or an editable install: the mapping is in place
-    folder = Path(__file__).resolve().parent.parent / "kernels"
-    if not (folder / "__init__.py").is_file():
+    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kernels")
+    init = os.path.join(folder, "__init__.py")
+    if not os.path.isfile(init):
         return
     spec = importlib.util.spec_from_file_location(
-        f"{__name__}.kernels", folder / "__init__.py", submodule_search_locations=[str(folder)]
+        f"{__name__}.kernels", init, submodule_search_locations=[folder]
     )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
