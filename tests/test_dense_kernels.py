@@ -85,6 +85,25 @@ def test_large_layers_use_blas_and_still_match():
     assert_matches_reference(grad, ref_grad, np.float64)
 
 
+def test_populations_with_blas_sized_products_run_one_network_at_a_time_and_match():
+    # 64 x 70 x 150 multiply-adds a product: past BLAS's own threads, so the population
+    # runs on the serial kernel (dense.networks_on_threads), each product on BLAS.
+    from fastbp.kernels import dense
+
+    net = fastbp.MLP([70, 150, 40, 10], hidden="tanh", output="softmax")
+    assert not dense.networks_on_threads(net.sizes, 64)
+    thetas, X, Y = make_problem(net, n=64, population=3, labels=True, margin=0)
+    values, grads = fastbp.loss_and_grad(net, thetas, X, Y, 1e-3)
+    losses = fastbp.loss(net, thetas, X, Y, 1e-3)
+    outputs = fastbp.forward(net, thetas, X)
+    for p, theta in enumerate(thetas):
+        ref_value, ref_grad = reference.loss_and_grad(net, theta, X, Y, 1e-3)
+        assert_matches_reference(values[p], ref_value, np.float64)
+        assert_matches_reference(losses[p], ref_value, np.float64)
+        assert_matches_reference(grads[p], ref_grad, np.float64)
+        assert_matches_reference(outputs[p], reference.forward(net, theta, X), np.float64)
+
+
 @pytest.mark.parametrize("layout", ["fortran", "strided", "readonly"])
 def test_any_memory_layout_of_X_and_theta(layout):
     net = fastbp.MLP([4, 6, 3])
