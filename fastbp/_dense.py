@@ -18,10 +18,10 @@ def _population_kernel(kernels, name, mlp, theta, n):
     """``(kernel, work, call)``: the population kernel ``name`` for ``n`` rows and its
     scratch. The ``_parallel`` twin, with a network's worth of scratch per thread, for
     two networks or more whose products stay off BLAS's threads (``networks_on_threads``)
-    while `_threads` sees the cores free; else the serial one. ``call`` (None when the
-    serial kernel is the only choice) is to be told when the kernel is done.
+    while `_threads` sees the cores free; else the serial one. ``call.done()`` after the
+    kernel (`_threads.ONE_THREAD` when the serial kernel is the only choice).
     """
-    call = None
+    call = _threads.ONE_THREAD
     kernel, at_once = getattr(kernels, name), 1
     if theta.shape[0] > 1 and kernels.networks_on_threads(mlp._sizes, n):
         call = _threads.Call(name, theta.shape[0] * n * mlp._n_params)
@@ -104,8 +104,7 @@ def forward(mlp, theta, X, *, backend=None, check_finite=True, out=None):
             kernels, "forward_population", mlp, theta, X.shape[0]
         )
         ok = kernel(mlp._spec, theta, X, result, check_finite, work)
-        if call is not None:
-            call.done()
+        call.done()
     if not ok:
         _check_values(mlp, theta, X, None, check_finite)
     return result
@@ -147,8 +146,7 @@ def loss(mlp, theta, X, Y, l2=0.0, *, backend=None, check_finite=True):
     values = np.empty(theta.shape[0], dtype=theta.dtype)
     kernel, work, call = _population_kernel(kernels, "loss_population", mlp, theta, X.shape[0])
     ok = kernel(mlp._spec, theta, X, Y, l2, values, check_finite, work)
-    if call is not None:
-        call.done()
+    call.done()
     if not ok:
         _check_values(mlp, theta, X, Y, check_finite)
     return values
@@ -205,8 +203,7 @@ def loss_and_grad(mlp, theta, X, Y, l2=0.0, *, backend=None, check_finite=True, 
         kernels, "loss_and_grad_population", mlp, theta, X.shape[0]
     )
     ok = kernel(mlp._spec, theta, X, Y, l2, values, grad, check_finite, work)
-    if call is not None:
-        call.done()
+    call.done()
     if not ok:
         _check_values(mlp, theta, X, Y, check_finite)
     return values, grad

@@ -34,10 +34,7 @@ def _jacobians(kernels, mlp, theta, X, A, J):
     _, n_items, parallel = kernels.schedule(
         n0, nL, mlp._n_params, thetas.shape[0], X.shape[0], n_slabs
     )
-    if not parallel:
-        kernels.jacobian_items(mlp._spec, thetas, X, A, J, mode, 0, n_items)
-        return
-    call = _threads.Call("jacobian", J.size * mlp._n_params)
+    call = _threads.Call("jacobian", J.size * mlp._n_params) if parallel else _threads.ONE_THREAD
     if call.threads:
         kernels.jacobian_items_parallel(mlp._spec, thetas, X, A, J, mode, n_items)
     else:
@@ -179,13 +176,12 @@ def sobolev_loss(mlp, theta, X, T, which, *, backend=None, check_finite=True, ou
         nL = mlp._sizes[-1]
         _, n_items, parallel = kernels.schedule(n0, nL, mlp._n_params, thetas.shape[0], n, 2)
         partial = np.empty((thetas.shape[0], n_items // thetas.shape[0]), dtype=dtype)
-        call = _threads.Call("sobolev", thetas.size * n) if parallel else None
-        if call is not None and call.threads:
+        call = _threads.Call("sobolev", thetas.size * n) if parallel else _threads.ONE_THREAD
+        if call.threads:
             kernels.sobolev_items_parallel(mlp._spec, thetas, X, T, which, partial, n_items)
         else:
             kernels.sobolev_items(mlp._spec, thetas, X, T, which, partial, 0, n_items)
-        if call is not None:
-            call.done()
+        call.done()
         kernels.sobolev_mean(partial, n, values)
     return values if theta.ndim == 2 else values[0]
 

@@ -96,6 +96,19 @@ class Call:
             _one_thread_until = now + HOLD_SECONDS
 
 
+class _OneThread:
+    """A call with no choice to make: it runs on one thread, and its time is not kept."""
+
+    __slots__ = ()
+    threads = False
+
+    def done(self):
+        pass
+
+
+ONE_THREAD = _OneThread()
+
+
 def forget():
     """Drop what the calls so far have shown, and any hold (for tests)."""
     global _one_thread_until

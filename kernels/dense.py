@@ -63,6 +63,7 @@ from fastbp.kernels.linalg import (
     matrix,
     sum_rows,
     uses_blas,
+    widest_product,
 )
 from fastbp.kernels.spec import n_params, n_params_before
 
@@ -509,8 +510,7 @@ def networks_on_threads(sizes, n):
     product on BLAS's threads: 8 networks 64-128-10 on 256 rows took 8-10 ms spread over
     threads, whose products woke BLAS's threads too, against 1.9-2.3 ms so.
     """
-    widest = max(a * b for a, b in zip(sizes[:-1], sizes[1:]))
-    return n * widest <= BLAS_THREADED_WORK
+    return n * widest_product(sizes) <= BLAS_THREADED_WORK
 
 
 @kernel

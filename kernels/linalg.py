@@ -26,6 +26,13 @@ BLAS_MIN_WORK = 1 << 14
 BLAS_THREADED_WORK = 1 << 18
 
 
+def widest_product(sizes):
+    """Multiply-adds per row of a network's largest layer product, for ``sizes``
+    ``[n0, ..., nL]`` (plain Python): ``rows * widest_product(sizes)`` against
+    ``BLAS_THREADED_WORK`` tells whether BLAS would start its own threads."""
+    return max(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
 @kernel
 def uses_blas(n, k, m):
     """Whether a product of ``n * k * m`` multiply-adds goes to BLAS."""

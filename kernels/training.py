@@ -62,7 +62,7 @@ from fastbp.kernels.dense import (
     output_loss_and_delta,
 )
 from fastbp.kernels.linalg import BLAS_THREADED_WORK as SPLIT_MAX_PRODUCT
-from fastbp.kernels.linalg import matmul, matmul_nt, matmul_tn, matrix, sum_rows
+from fastbp.kernels.linalg import matmul, matmul_nt, matmul_tn, matrix, sum_rows, widest_product
 
 SGD = 0
 ADAM = 1
@@ -188,8 +188,7 @@ def quiet_rows(sizes):
     for 0.1 s and took the cores from the next epoch (4.6 ms, some 40-70 ms, against
     1.1-1.2 ms in chunks).
     """
-    widest = max(a * b for a, b in zip(sizes[:-1], sizes[1:]))
-    return max(1, (SPLIT_MAX_PRODUCT - 1) // widest)
+    return max(1, (SPLIT_MAX_PRODUCT - 1) // widest_product(sizes))
 
 
 @kernel
