@@ -5,11 +5,21 @@ and ignore the sign of zero, but keeps ``nnan`` and ``ninf`` off so that NaN and
 checks inside kernels keep working. ``FASTMATH_ORDERED`` drops ``reassoc`` as well, for
 code whose accuracy rests on the order of its operations (the range reductions and
 compensations in ``activations``: exp, expm1, log and log1p).
+
+Importing this module starts Numba's thread pool (3 ms here). Serial entry points such
+as ``jacobian.input_jacobian`` call parallel kernels; loaded from the disk cache in a new
+process, they need the pool's scheduler before their first call, and Numba only starts
+it for a parallel kernel called directly from Python. Without it, ``input_jacobian``
+stopped the process with "LLVM ERROR: Symbol not found: allocate_sched" and
+``sobolev_loss`` crashed (Numba issue 8578).
 """
 
 import types
 
+import numba
 from numba import njit
+
+numba.get_num_threads()  # starts the thread pool: see the module notes
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 FASTMATH_ORDERED = {"nsz", "arcp", "contract"}

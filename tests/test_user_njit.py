@@ -1,5 +1,9 @@
 """The Jacobian kernels called from the user's own ``@njit`` code: a compiled swarm loop."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from numba import njit
@@ -83,3 +87,45 @@ def test_kernels_refuse_shapes_that_disagree_with_spec():
         input_jacobian(net.spec, theta, X, np.empty((4, 1, 1)))
     with pytest.raises(ValueError, match="which"):
         sobolev_loss(net.spec, theta, X, np.zeros((5, 1)), np.full(5, 1), np.empty(1))
+
+
+# The kernels reach parallel code through serial entry points; a new process that loads
+# them from Numba's disk cache must start Numba's thread pool before calling them.
+NEW_PROCESS = """
+import numpy as np
+from numba import njit
+import fastbp
+from fastbp.kernels.jacobian import forward_and_jacobian, input_jacobian, sobolev_loss
+from fastbp.kernels.softmax import softmax_jacobian
+
+@njit
+def swarm_step(spec, thetas, X, T, which, losses, A, J, Z, S):
+    sobolev_loss(spec, thetas, X, T, which, losses)
+    input_jacobian(spec, thetas, X, J)
+    forward_and_jacobian(spec, thetas, X, A, J)
+    softmax_jacobian(Z, S)
+
+net = fastbp.MLP([2, 16, 16, 1], hidden="sigmoid", output="identity")
+thetas = net.init(seed=0, population=64)
+X = np.random.default_rng(0).uniform(-1, 1, size=(256, 2))
+T, which, losses = np.zeros((256, 1)), np.arange(256) % 3 - 1, np.empty(64)
+A, J = np.empty((64, 256, 1)), np.empty((64, 256, 1, 2))
+Z, S = np.zeros((10000, 10)), np.empty((10000, 10, 10))
+swarm_step(net.spec, thetas, X, T, which, losses, A, J, Z, S)
+np.testing.assert_allclose(losses, fastbp.sobolev_loss(net, thetas, X, T, which), rtol=1e-12)
+print("ok")
+"""
+
+
+def test_njit_code_in_a_new_process_runs_the_cached_kernels():
+    # The first process compiles and caches whatever is not cached yet; the second
+    # loads everything from the cache (where a missing thread pool crashed).
+    for _ in range(2):
+        result = subprocess.run(
+            [sys.executable, "-c", NEW_PROCESS],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.stdout.strip() == "ok"
