@@ -45,15 +45,19 @@ NO, YES = np.bool_(False), np.bool_(True)
 
 
 @kernel
-def accumulate(A, transposed, H, R, ncols):
-    """``R[:, :ncols] += M @ H[:, :ncols]`` with ``M = A.T`` if ``transposed`` else ``A``.
+def product(A, transposed, H, R, ncols, add):
+    """``R[:, :ncols] += M @ H[:, :ncols]`` if ``add``, else ``R[:, :ncols] = M @ H[:, :ncols]``
+    (whatever ``R`` held, NaN included), with ``M = A.T`` if ``transposed`` else ``A``.
 
     The Jacobian kernels' layer products: the rows of ``H`` and ``R`` are long runs of
     points, which vectorise whatever the layer widths. Four rows of ``R`` times four
     rows of ``H`` per pass over the columns, so each ``H`` element is loaded
     once for four outputs and each ``R`` element stored once for four inputs. ``M`` is
     read through strides into ``A``'s memory, so both orientations share one code path.
+    Without ``add``, each row's first pass writes instead of adding, which saves zeroing
+    ``R`` first (a pass over every row: 4 % of a population Jacobian).
     """
+    zero = R.dtype.type(0.0)
     M = A.reshape(A.size)  # M[k, i] is M[k * ks + i * js]
     if transposed:
         n_in, n_out = A.shape
@@ -68,6 +72,7 @@ def accumulate(A, transposed, H, R, ncols):
         r2 = r1 + ks
         r3 = r2 + ks
         i = 0
+        more = add  # False: the first pass over these rows writes them
         while i + 4 <= n_in:
             c0 = i * js
             c1 = c0 + js
@@ -82,11 +87,21 @@ def accumulate(A, transposed, H, R, ncols):
                 h1 = H[i + 1, c]
                 h2 = H[i + 2, c]
                 h3 = H[i + 3, c]
-                R[k, c] += a0 * h0 + a1 * h1 + a2 * h2 + a3 * h3
-                R[k + 1, c] += b0 * h0 + b1 * h1 + b2 * h2 + b3 * h3
-                R[k + 2, c] += d0 * h0 + d1 * h1 + d2 * h2 + d3 * h3
-                R[k + 3, c] += e0 * h0 + e1 * h1 + e2 * h2 + e3 * h3
+                t0 = R[k, c] if more else zero
+                t1 = R[k + 1, c] if more else zero
+                t2 = R[k + 2, c] if more else zero
+                t3 = R[k + 3, c] if more else zero
+                R[k, c] = t0 + a0 * h0 + a1 * h1 + a2 * h2 + a3 * h3
+                R[k + 1, c] = t1 + b0 * h0 + b1 * h1 + b2 * h2 + b3 * h3
+                R[k + 2, c] = t2 + d0 * h0 + d1 * h1 + d2 * h2 + d3 * h3
+                R[k + 3, c] = t3 + e0 * h0 + e1 * h1 + e2 * h2 + e3 * h3
             i += 4
+            more = YES
+        # The passes over fewer than four inputs add to zeroed rows: the choice between
+        # R and 0 in their loops made them slower than zeroing first.
+        if i < n_in and not more:
+            for c in range(ncols):
+                R[k, c] = R[k + 1, c] = R[k + 2, c] = R[k + 3, c] = zero
         if i + 2 <= n_in:
             c0 = i * js
             c1 = c0 + js
@@ -113,13 +128,19 @@ def accumulate(A, transposed, H, R, ncols):
     while k < n_out:
         r0 = k * ks
         i = 0
+        more = add
         while i + 4 <= n_in:
             c0 = i * js
             a0, a1 = M[r0 + c0], M[r0 + c0 + js]
             a2, a3 = M[r0 + c0 + 2 * js], M[r0 + c0 + 3 * js]
             for c in range(ncols):
-                R[k, c] += a0 * H[i, c] + a1 * H[i + 1, c] + a2 * H[i + 2, c] + a3 * H[i + 3, c]
+                t0 = R[k, c] if more else zero
+                R[k, c] = t0 + a0 * H[i, c] + a1 * H[i + 1, c] + a2 * H[i + 2, c] + a3 * H[i + 3, c]
             i += 4
+            more = YES
+        if i < n_in and not more:
+            for c in range(ncols):
+                R[k, c] = zero
         while i < n_in:
             a0 = M[r0 + i * js]
             for c in range(ncols):
@@ -161,7 +182,7 @@ def matmul(A, B, C):
 def matmul_tn(A, B, C):
     """``C <- A.T @ B`` for ``A (n, k)``, ``B (n, m)``, ``C (k, m)``.
 
-    Plain loops, not `accumulate`: the two ran alike for the dense kernels' small
+    Plain loops, not `product`: the two ran alike for the dense kernels' small
     products, and the blocked one made the first compile of ``loss_and_grad`` take
     16 s instead of 10 s.
     """

@@ -11,13 +11,14 @@ from fastbp.kernels._config import kernel
 
 
 @kernel
-def _accumulate(A, transposed, H, R, ncols):
-    linalg.accumulate(A, transposed, H, R, ncols)
+def _product(A, transposed, H, R, ncols, add):
+    linalg.product(A, transposed, H, R, ncols, add)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("transposed", [False, True])
-def test_accumulate_adds_the_product_for_every_remainder_of_the_blocking(dtype, transposed):
+@pytest.mark.parametrize("add", [False, True])
+def test_product_for_every_remainder_of_the_blocking(dtype, transposed, add):
     rng = np.random.default_rng(0)
     # Widths 1..9 cover every remainder of the 4 x 4 blocks (and the pairs in between).
     for n_out in range(1, 10):
@@ -26,9 +27,12 @@ def test_accumulate_adds_the_product_for_every_remainder_of_the_blocking(dtype, 
             A = np.ascontiguousarray(M.T) if transposed else M
             H = rng.standard_normal((n_in, 13)).astype(dtype)
             R = rng.standard_normal((n_out, 13)).astype(dtype)
+            if not add:
+                R[:, :11] = np.nan  # overwritten, whatever it held
             expected = R.astype(np.float64)
-            expected[:, :11] += M.astype(np.float64) @ H[:, :11].astype(np.float64)
-            _accumulate(A, np.bool_(transposed), H, R, 11)  # columns 11, 12 untouched
+            product = M.astype(np.float64) @ H[:, :11].astype(np.float64)
+            expected[:, :11] = expected[:, :11] + product if add else product
+            _product(A, np.bool_(transposed), H, R, 11, np.bool_(add))  # 11, 12 untouched
             rtol = 1e-5 if dtype == np.float32 else 1e-13
             np.testing.assert_allclose(R, expected, rtol=rtol, atol=rtol)
 
