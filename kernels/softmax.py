@@ -12,6 +12,8 @@ Signatures (callable from the user's own ``@njit`` code; every array C-contiguou
     softmax_vjp(Z, G, out)       # Z, G (B, K) -> out (B, K), out[b] = G[b] @ J[b]
 
 ``softmax_vjp`` never forms ``J``: :math:`(g^T J)_j = s_j (g_j - \\sum_i g_i s_i)`.
+
+Each raises ``ValueError`` when the shapes disagree, before writing anything.
 """
 
 import numpy as np
@@ -113,6 +115,8 @@ def softmax_vjp_parallel(Z, G, out):
 @kernel
 def softmax(Z, out):
     """``out[b] <- softmax(Z[b])`` for ``Z, out`` of shape (B, K)."""
+    if out.shape != Z.shape:
+        raise ValueError("out must have the shape of Z, (B, K)")
     if Z.size >= PARALLEL_MIN_ELEMENTS:
         softmax_parallel(Z, out)
     else:
@@ -122,6 +126,8 @@ def softmax(Z, out):
 @kernel
 def softmax_jacobian(Z, out):
     """``out[b, i, j] <- s_i (δ_ij - s_j)`` with ``s = softmax(Z[b])``; out (B, K, K)."""
+    if out.shape != (Z.shape[0], Z.shape[1], Z.shape[1]):
+        raise ValueError("out must have shape (B, K, K) for Z of shape (B, K)")
     if out.size >= PARALLEL_MIN_ELEMENTS:
         softmax_jacobian_parallel(Z, out)
     else:
@@ -131,6 +137,8 @@ def softmax_jacobian(Z, out):
 @kernel
 def softmax_vjp(Z, G, out):
     """``out[b] <- G[b] @ J[b]``, J the softmax Jacobian at ``Z[b]``, without forming J."""
+    if G.shape != Z.shape or out.shape != Z.shape:
+        raise ValueError("G and out must have the shape of Z, (B, K)")
     if Z.size >= PARALLEL_MIN_ELEMENTS:
         softmax_vjp_parallel(Z, G, out)
     else:

@@ -18,6 +18,10 @@ the optimiser steps taken so far (Adam's bias correction); ``Xb`` (batch_size, n
 ``dense.loss_and_grad`` with ``batch_size`` rows. ``mean_loss`` is the mean over the
 epoch's rows of the loss each row's batch had (L2 penalty included).
 
+Both raise ``ValueError`` before any step when the arrays disagree with ``spec`` or with
+each other, when a label is outside ``0..nL-1`` or when ``order`` holds an index outside
+``0..n-1`` (both index memory).
+
 When a batch's loss or gradient is not finite, the epoch stops: theta is set back to
 the parameters of the last finite step and ``diverged_at`` is that batch's index (else
 -1).
@@ -54,15 +58,19 @@ from numba import prange
 
 from fastbp.kernels._config import kernel
 from fastbp.kernels.activations import multiply_by_derivative
-from fastbp.kernels.checks import all_finite
+from fastbp.kernels.checks import all_finite, all_in_range
 from fastbp.kernels.dense import (
+    _check_targets,
+    _targets_ok,
     add_bias_and_activate,
     network_loss_and_grad,
     network_loss_and_outputs,
     output_loss_and_delta,
+    workspace_per_row,
 )
 from fastbp.kernels.linalg import BLAS_THREADED_WORK as SPLIT_MAX_PRODUCT
 from fastbp.kernels.linalg import matmul, matmul_nt, matmul_tn, matrix, sum_rows, widest_product
+from fastbp.kernels.spec import n_params
 
 SGD = 0
 ADAM = 1
@@ -123,9 +131,34 @@ def _step(optimizer, hyper, params, grad, m, v, previous, step):
 
 
 @kernel
+def _check_epoch(spec, theta, X, Y, order, batch_size, hyper, state, Xb, Yb, grad, work):
+    """The checks for calls from ``@njit`` code (`fastbp.train` has made them already)."""
+    n = X.shape[0]
+    if theta.shape[0] != n_params(spec) or grad.shape[0] != theta.shape[0]:
+        raise ValueError("theta and grad must have n_params(spec) entries")
+    if X.shape[1] != spec[3]:
+        raise ValueError("X must have spec[3] columns (the network's inputs)")
+    _check_targets(Y, spec, n)
+    if not _targets_ok(Y, spec, False):  # labels only: float targets pass
+        raise ValueError("Y's labels must be in 0..nL-1")
+    if order.shape[0] != n or not all_in_range(order, 0, n):
+        raise ValueError("order must hold n row indices in 0..n-1")
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    rows = min(batch_size, n)
+    if Xb.shape[0] < rows or Xb.shape[1] != X.shape[1] or Yb.shape[0] < rows:
+        raise ValueError("Xb and Yb must have min(batch_size, n) rows, and X's columns")
+    if state.shape[0] != 3 or state.shape[1] != theta.shape[0] or hyper.shape[0] != 6:
+        raise ValueError("state must have shape (3, D) and hyper 6 entries")
+    if work.shape[0] < rows * workspace_per_row(spec):
+        raise ValueError("work is shorter than min(batch_size, n) * workspace_per_row(spec)")
+
+
+@kernel
 def train_epoch(
     spec, theta, X, Y, l2, order, batch_size, optimizer, hyper, state, step, Xb, Yb, grad, work
 ):
+    _check_epoch(spec, theta, X, Y, order, batch_size, hyper, state, Xb, Yb, grad, work)
     n = X.shape[0]
     total = 0.0
     batch = 0
@@ -197,10 +230,18 @@ def evaluate(spec, theta, X, Y, l2, rows, out, work):
     (n, nL), ``rows`` rows at a time, one forward pass each.
 
     `fastbp.train`'s validation after each epoch (``rows`` from `quiet_rows` between
-    split epochs). Trusts its arguments, which `train` has checked: ``work`` as for
-    ``dense.loss`` with ``rows`` rows.
+    split epochs). ``work`` as for ``dense.loss`` with ``rows`` rows.
     """
     n = X.shape[0]
+    if theta.shape[0] != n_params(spec) or X.shape[1] != spec[3] or n == 0:
+        raise ValueError("theta must have n_params(spec) entries, X spec[3] columns, n >= 1")
+    _check_targets(Y, spec, n)
+    if not _targets_ok(Y, spec, False):
+        raise ValueError("Y's labels must be in 0..nL-1")
+    if out.shape != (n, spec[spec.shape[0] - 1]) or rows < 1:
+        raise ValueError("out must have shape (n, nL), and rows be at least 1")
+    if work.shape[0] < min(rows, n) * workspace_per_row(spec):
+        raise ValueError("work is shorter than min(rows, n) * workspace_per_row(spec)")
     total = 0.0
     for start in range(0, n, rows):
         stop = min(n, start + rows)
@@ -334,6 +375,9 @@ def train_epoch_split(
     spec, theta, X, Y, l2, order, batch_size, optimizer, hyper, state, step, Xb, Yb, grad,
     work, shares,
 ):  # fmt: skip
+    _check_epoch(spec, theta, X, Y, order, batch_size, hyper, state, Xb, Yb, grad, work)
+    if spec.shape[0] != 6 or shares < 1:
+        raise ValueError("train_epoch_split takes one hidden layer and shares >= 1")
     n, n0 = X.shape
     n1, nL = spec[4], spec[5]
     dtype = theta.dtype

@@ -10,6 +10,9 @@ from numba import njit
 
 import fastbp
 from fastbp import reference
+from fastbp.kernels import dense as dense_kernels
+from fastbp.kernels import softmax as softmax_kernels
+from fastbp.kernels import training as training_kernels
 from fastbp.kernels.jacobian import forward_and_jacobian, input_jacobian, sobolev_loss
 
 
@@ -87,6 +90,70 @@ def test_kernels_refuse_shapes_that_disagree_with_spec():
         input_jacobian(net.spec, theta, X, np.empty((4, 1, 1)))
     with pytest.raises(ValueError, match="which"):
         sobolev_loss(net.spec, theta, X, np.zeros((5, 1)), np.full(5, 1), np.empty(1))
+
+
+def test_softmax_kernels_refuse_shapes_that_disagree():
+    Z = np.zeros((4, 3))
+    with pytest.raises(ValueError, match="out must have the shape of Z"):
+        softmax_kernels.softmax(Z, np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"out must have shape \(B, K, K\)"):
+        softmax_kernels.softmax_jacobian(Z, np.zeros((4, 3, 2)))
+    for G, out in ((np.zeros((4, 2)), np.zeros((4, 3))), (Z, np.zeros((3, 3)))):
+        with pytest.raises(ValueError, match="G and out must have the shape of Z"):
+            softmax_kernels.softmax_vjp(Z, G, out)
+
+
+def _epoch_args(net, n=40, batch=8):
+    """Arguments for ``training.train_epoch`` that it accepts, as a dict to spoil."""
+    theta = net.init(seed=0)
+    rng = np.random.default_rng(0)
+    code, hyper = fastbp.SGD(0.1)._code_and_hyper()
+    return dict(
+        spec=net.spec, theta=theta, X=rng.standard_normal((n, 4)), Y=np.arange(n) % 3,
+        l2=0.0, order=np.arange(n), batch_size=batch, optimizer=code, hyper=hyper,
+        state=np.zeros((3, theta.size)), step=0, Xb=np.empty((batch, 4)),
+        Yb=np.empty(batch, np.int64), grad=np.empty(theta.size),
+        work=np.empty(batch * dense_kernels.workspace_per_row(net.spec)),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("Y", np.where(np.arange(40) % 3 == 2, 7, 0), "labels must be in"),
+        ("Y", np.arange(39) % 3, "one label per row"),
+        ("order", np.arange(40) + 1, "order must hold n row indices"),
+        ("Xb", np.empty((4, 4)), "Xb and Yb must have"),
+        ("Yb", np.empty(4, np.int64), "Xb and Yb must have"),
+        ("work", np.empty(8), "work is shorter"),
+        ("state", np.zeros((2, 1)), "state must have shape"),
+        ("grad", np.empty(5), "theta and grad"),
+    ],
+)
+def test_training_kernels_refuse_arguments_that_would_index_past_memory(name, value, message):
+    # Labels and order index memory: from @njit code, without fastbp.train's checks.
+    for net, split in ((fastbp.MLP([4, 16, 3], hidden="tanh"), False),
+                       (fastbp.MLP([4, 64, 3], hidden="tanh"), True)):  # fmt: skip
+        args = _epoch_args(net)
+        theta = args["theta"].copy()
+        args[name] = value
+        with pytest.raises(ValueError, match=message):
+            if split:
+                training_kernels.train_epoch_split(*args.values(), 2)
+            else:
+                training_kernels.train_epoch(*args.values())
+        np.testing.assert_array_equal(args["theta"], theta)  # refused before any step
+
+
+def test_the_validation_kernel_refuses_labels_out_of_range_and_short_work():
+    net = fastbp.MLP([4, 16, 3], hidden="tanh")
+    args = _epoch_args(net)
+    enough, short = args["work"], args["work"][:8]
+    for Y, work, message in ((np.full(40, 3), enough, "labels"), (args["Y"], short, "work")):
+        with pytest.raises(ValueError, match=message):
+            training_kernels.evaluate(
+                net.spec, args["theta"], args["X"], Y, 0.0, 8, np.empty((40, 3)), work
+            )
 
 
 # The kernels reach parallel code through serial entry points; a new process that loads
