@@ -43,14 +43,23 @@ class _Parser(argparse.ArgumentParser):
         raise CommandError(f"{self.prog}: error: {message} (see '{self.prog} --help')", 2)
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _integer_from(minimum, kind):
+    """An argparse type: an integer of at least ``minimum`` (``kind`` names it)."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _integer_from(1, "a positive integer")
+_seed = _integer_from(0, "a non-negative integer")
 
 
 def _peer_list(text):
@@ -153,7 +162,7 @@ def build_parser():
             "float64. Exits with status 1 if any check fails."
         ),
     )
-    check.add_argument("--seed", type=int, default=0, help="seed of the random problems")
+    check.add_argument("--seed", type=_seed, default=0, help="seed of the random problems")
     check.set_defaults(run=_check)
     return parser
 

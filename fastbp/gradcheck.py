@@ -77,8 +77,12 @@ def gradcheck(f, theta, eps=1e-6):
     eps = float(eps)
     if not eps > 0:
         raise ValueError(f"eps must be positive; got {eps}")
-    _, grad = f(point.copy())
-    grad = np.asarray(grad, dtype=np.float64)
+    returned = f(point.copy())
+    if not (isinstance(returned, tuple) and len(returned) == 2):
+        raise TypeError(
+            f"f(theta) must return a pair (value, grad), as loss_and_grad does; got {returned!r}"
+        )
+    grad = np.asarray(returned[1], dtype=np.float64)
     if grad.shape != point.shape:
         raise ValueError(
             f"f(theta) returned a gradient of shape {grad.shape}; theta has shape {point.shape}"

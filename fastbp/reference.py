@@ -1,7 +1,9 @@
 """NumPy ground truth for every public fastbp function.
 
-Each function here is named, and takes its arguments, exactly like the public function
-it checks (``reference.loss_and_grad`` <-> ``fastbp.loss_and_grad``). The code is plain
+Each function here is named like the public function it checks and takes the same
+positional arguments (``reference.loss_and_grad`` <-> ``fastbp.loss_and_grad``), but none
+of the keywords that choose how a call runs (``backend``, ``check_finite``, ``out``);
+``gradcheck`` needs no twin, being NumPy already. The code is plain
 vectorised NumPy, written to be read: a loop over layers, a loop over the networks of a
 population, and nothing cleverer. It is the fallback backend (``backend="numpy"``) and
 the baseline of every speed claim.
@@ -184,6 +186,10 @@ def _row_losses_and_output_delta(mlp, Z, A, Y):
 
 
 def _weight_penalty(mlp, theta, l2):
+    """``(l2/2) Σ ‖W_l‖²``; exactly 0 without ``l2``, where ``W * W`` of large but finite
+    weights would overflow and make ``0 * inf`` a NaN."""
+    if l2 == 0:
+        return 0.0
     return 0.5 * l2 * sum((W * W).sum() for W, _ in mlp.unpack(theta))
 
 

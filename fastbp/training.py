@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fastbp import _backend, _dense, _workspace, reference
+from fastbp import _backend, _dense, _validate, _workspace, reference
 
 __all__ = ["SGD", "Adam", "TrainingDiverged", "train"]
 
@@ -173,7 +173,9 @@ def train(
         Weight decay, as in `loss`.
     seed : int
     validation : tuple (X_val, Y_val), optional
-        Data to report the loss (and, for classifiers, accuracy) on after each epoch.
+        Data to report the loss (and, for classifiers, accuracy) on after each epoch,
+        in the dtype of the network being trained (float64 data for a float32 theta is
+        evaluated in float32).
     callback : callable, optional
         ``callback(epoch, theta, history)`` after each epoch (``theta`` is a copy);
         returning True stops training.
@@ -207,6 +209,8 @@ def train(
     batch_size = _count("batch_size", batch_size, minimum=1)
     if not isinstance(optimizer, (SGD, Adam)):
         raise TypeError(f"optimizer must be fastbp.SGD or fastbp.Adam; got {optimizer!r}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable, or None; got {callback!r}")
     if validation is not None:
         if not isinstance(validation, (tuple, list)) or len(validation) != 2:
             raise TypeError("validation must be a pair (X_val, Y_val)")
@@ -216,6 +220,11 @@ def train(
             _dense._check_values(mlp, theta, X_val, Y_val, check_finite, checks)
         except ValueError as error:
             raise ValueError(f"validation data: {error}") from None
+        # In the dtype of the network being trained (float64 data for a float32 theta
+        # would reach the kernels mixed).
+        X_val = _validate.as_float(X_val, theta.dtype)
+        if Y_val.dtype.kind == "f":
+            Y_val = _validate.as_float(Y_val, theta.dtype)
     # The kernels' buffers, each on a cache-line boundary (see fastbp._workspace).
     start = theta
     theta = _workspace.aligned_empty(start.shape, start.dtype)
@@ -236,8 +245,10 @@ def train(
         outputs = np.empty((X_val.shape[0], mlp.n_outputs), theta.dtype)
     try:
         rng = np.random.default_rng(seed)
-    except (TypeError, ValueError) as error:
+    except TypeError as error:
         raise TypeError(f"seed must be an integer or a numpy Generator; got {seed!r}") from error
+    except ValueError as error:
+        raise ValueError(f"seed must be a non-negative integer; got {seed!r}") from error
     history = {"loss": [], "seconds": []}
     if validation is not None:
         history.update(val_loss=[], val_accuracy=[])

@@ -64,6 +64,7 @@ BAD_COMMAND_LINES = {
     "unknown peer": ["bench", "--peers", "jax,mxnet"],
     "negative epochs": ["demo", "--epochs", "-3"],
     "seed not a number": ["check", "--seed", "x"],
+    "negative seed": ["check", "--seed", "-5"],
 }
 
 

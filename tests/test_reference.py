@@ -158,6 +158,25 @@ def test_gradcheck_catches_the_seed_002_mistake():
     assert fastbp.gradcheck(lambda t: reference.loss_and_grad(net, t, X, Y), theta) < 1e-7
 
 
+def test_gradcheck_says_what_f_must_return():
+    # A common slip: passing loss instead of loss_and_grad.
+    net = fastbp.MLP([3, 4, 2])
+    theta, X, Y = make_problem(net, n=10)
+    with pytest.raises(TypeError, match=r"pair \(value, grad\)"):
+        fastbp.gradcheck(lambda t: fastbp.loss(net, t, X, Y), theta)
+
+
+def test_huge_finite_weights_without_l2_give_a_finite_loss_on_both_backends():
+    # W * W overflows for weights of 1e160; without l2 the penalty is not computed.
+    net = fastbp.MLP([4, 16, 3])
+    theta, X, y = make_problem(net, n=20, labels=True)
+    theta = theta * 1e160
+    with np.errstate(over="ignore"):
+        expected = reference.loss(net, theta, X, y)
+    assert np.isfinite(expected)
+    assert fastbp.loss(net, theta, X, y) == pytest.approx(expected, rel=1e-10)
+
+
 def test_population_equals_stacked_single_results():
     net = fastbp.MLP([3, 6, 2], hidden="tanh", output="sigmoid")
     thetas, X, Y = make_problem(net, n=5, population=4)

@@ -156,6 +156,24 @@ def test_validation_in_chunks_gives_the_whole_set_s_loss_and_accuracy(shares, mo
     assert history["val_accuracy"][-1] == np.mean(predicted == y_val)
 
 
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_validation_data_takes_the_dtype_of_the_network_being_trained(backend):
+    # A float32 network validated on float64 data (NumPy's default, a one-hot Y) or on
+    # integer X: the validation runs in float32, as the trained theta does.
+    net = fastbp.MLP([4, 16, 3])
+    theta, X, y = make_problem(net, n=50, dtype=np.float32, labels=True)
+    one_hot = np.eye(3)[y]
+    for X_val, Y_val in ((X.astype(np.float64), one_hot), (X.round().astype(int), y)):
+        trained, history = fastbp.train(
+            net, theta, X, y, epochs=2, batch_size=8, optimizer=fastbp.SGD(0.1),
+            validation=(X_val, Y_val), backend=backend,
+        )  # fmt: skip
+        assert trained.dtype == np.float32
+        Y32 = Y_val.astype(np.float32) if Y_val.ndim == 2 else Y_val
+        expected = fastbp.loss(net, trained, X_val.astype(np.float32), Y32, backend="numpy")
+        assert history["val_loss"][-1] == pytest.approx(expected, rel=1e-5)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("output,loss", OUTPUT_LOSS)
 def test_validation_kernel_gives_the_reference_loss_and_outputs(output, loss, dtype):
@@ -266,6 +284,8 @@ def test_callback_progress_and_early_stop(capsys):
         (dict(epochs="3"), TypeError, "epochs"),
         (dict(batch_size=True), TypeError, "batch_size"),
         (dict(seed="a"), TypeError, "seed"),
+        (dict(seed=-1), ValueError, "seed must be a non-negative"),
+        (dict(callback=5), TypeError, "callback must be callable"),
         (dict(batch_size=0), ValueError, "batch_size"),
         (dict(optimizer="sgd"), TypeError, "optimizer"),
         (dict(l2=-1.0), ValueError, "l2"),
