@@ -107,7 +107,7 @@ def build_parser():
         "--quick", action="store_true", help="few epochs and repeats: a smoke test in seconds"
     )
     demo.add_argument("--threads", type=_positive_int, metavar="N", help=_THREADS_HELP)
-    demo.set_defaults(run=_demo)
+    demo.set_defaults(run=_demo, parser=demo)
 
     bench = commands.add_parser(
         "bench",
@@ -150,7 +150,7 @@ def build_parser():
     bench.add_argument(
         "--plot", metavar="PATH", help="write a PNG of speed-up against size (needs matplotlib)"
     )
-    bench.set_defaults(run=_bench)
+    bench.set_defaults(run=_bench, parser=bench)
 
     check = commands.add_parser(
         "check",
@@ -163,7 +163,7 @@ def build_parser():
         ),
     )
     check.add_argument("--seed", type=_seed, default=0, help="seed of the random problems")
-    check.set_defaults(run=_check)
+    check.set_defaults(run=_check, parser=check)
     return parser
 
 
@@ -183,7 +183,9 @@ def main(argv=None):
     """
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # reported by the command's parser, which points to its own --help
+            args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         return args.run(args)
     except SystemExit as exit_:  # --help and --version
         return exit_.code if isinstance(exit_.code, int) else 0

@@ -76,6 +76,12 @@ def test_bad_command_lines_exit_2_with_one_line(capsys, argv):
     assert err.count("\n") == 1 and "error" in err and "Traceback" not in err
 
 
+def test_usage_errors_point_to_the_command_s_own_help(capsys):
+    for argv in (["check", "--fast"], ["demo", "--epochs", "x"]):
+        _, _, err = run(capsys, *argv)
+        assert f"'fastbp {argv[0]} --help'" in err
+
+
 def test_unknown_case_names_the_case(capsys):
     _, _, err = run(capsys, "bench", "--case", "no_such_case")
     assert "no_such_case" in err and "loss_and_grad_tiny" in err
