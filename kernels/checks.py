@@ -6,7 +6,27 @@ a large batch of logits it is a tenth of the work. The API layer calls these on 
 numba backend; each answers yes or no, and the caller names the culprit.
 """
 
+from numba.core import errors, types
+from numba.extending import overload
+
 from fastbp.kernels._config import kernel
+
+
+def c_contiguous(*arrays):
+    """Nothing at run time. A kernel that calls it first fails to compile at once, with a
+    message that says why, when one of ``arrays`` is not C-contiguous; otherwise Numba
+    compiled the kernel for the other layout (seconds) and then failed in a reshape."""
+
+
+@overload(c_contiguous, jit_options={"cache": True})
+def _c_contiguous_overload(*arrays):
+    for position, array in enumerate(arrays):
+        if isinstance(array, types.Array) and array.layout != "C":
+            raise errors.TypingError(
+                f"fastbp's kernels take C-contiguous arrays (np.ascontiguousarray); got "
+                f"{array}, the kernel's array argument number {position + 1} in this check"
+            )
+    return lambda *arrays: None
 
 
 @kernel

@@ -53,7 +53,7 @@ from fastbp.kernels.activations import (
     sigmoid,
     sigmoid_from,
 )
-from fastbp.kernels.checks import all_finite, all_in_range
+from fastbp.kernels.checks import all_finite, all_in_range, c_contiguous
 from fastbp.kernels.codes import CROSS_ENTROPY, IDENTITY, SIGMOID, SOFTMAX
 from fastbp.kernels.linalg import (
     BLAS_THREADED_WORK,
@@ -516,6 +516,7 @@ def networks_on_threads(sizes, n):
 @kernel
 def forward(spec, theta, X, out, check_finite, work):
     """Outputs of the network ``theta`` (D,) into ``out`` (n, nL); False if rejected."""
+    c_contiguous(spec, theta, X, out, work)
     _check_network_call(spec, theta, X, work, 1)
     if out.shape[0] != X.shape[0] or out.shape[1] != spec[spec.shape[0] - 1]:
         raise ValueError("out must have shape (n, nL)")
@@ -529,6 +530,7 @@ def forward(spec, theta, X, out, check_finite, work):
 @kernel
 def loss(spec, theta, X, Y, l2, check_finite, work):
     """Loss of the network ``theta`` (D,); NaN if an input was rejected."""
+    c_contiguous(spec, theta, X, Y, work)
     _check_network_call(spec, theta, X, work, 1)
     _check_targets(Y, spec, X.shape[0])
     if not _inputs_ok(theta, X, check_finite) or not _targets_ok(Y, spec, check_finite):
@@ -539,6 +541,7 @@ def loss(spec, theta, X, Y, l2, check_finite, work):
 @kernel
 def loss_and_grad(spec, theta, X, Y, l2, grad, check_finite, work):
     """Loss of the network ``theta`` (D,), gradient into ``grad``; NaN if rejected."""
+    c_contiguous(spec, theta, X, Y, grad, work)
     _check_network_call(spec, theta, X, work, 1)
     _check_targets(Y, spec, X.shape[0])
     if grad.shape != theta.shape:
@@ -559,6 +562,7 @@ def _population_schedule(spec, theta, X, work):
 
 
 def _forward_population(spec, theta, X, out, check_finite, work):
+    c_contiguous(spec, theta, X, out, work)
     _check_network_call(spec, theta, X, work, 1)
     if out.shape[0] != theta.shape[0] or out.shape[1] != X.shape[0]:
         raise ValueError("out must have shape (P, n, nL)")
@@ -575,6 +579,7 @@ def _forward_population(spec, theta, X, out, check_finite, work):
 
 
 def _loss_population(spec, theta, X, Y, l2, values, check_finite, work):
+    c_contiguous(spec, theta, X, Y, values, work)
     _check_network_call(spec, theta, X, work, 1)
     _check_targets(Y, spec, X.shape[0])
     if values.shape[0] != theta.shape[0]:
@@ -590,6 +595,7 @@ def _loss_population(spec, theta, X, Y, l2, values, check_finite, work):
 
 
 def _loss_and_grad_population(spec, theta, X, Y, l2, values, grad, check_finite, work):
+    c_contiguous(spec, theta, X, Y, values, grad, work)
     _check_network_call(spec, theta, X, work, 1)
     _check_targets(Y, spec, X.shape[0])
     if values.shape[0] != theta.shape[0] or grad.shape != theta.shape:

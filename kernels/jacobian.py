@@ -51,6 +51,7 @@ from numba.extending import overload
 
 from fastbp.kernels._config import kernel
 from fastbp.kernels.activations import exp, sigmoid, tanh
+from fastbp.kernels.checks import c_contiguous
 from fastbp.kernels.codes import IDENTITY, SIGMOID, SOFTMAX, TANH
 from fastbp.kernels.linalg import NO, YES, matrix, product
 from fastbp.kernels.spec import n_params, n_params_before
@@ -527,6 +528,7 @@ def _check_network(spec, thetas, X):
 @kernel
 def input_jacobian(spec, theta, X, J):
     """``J <- ∂A_L/∂X`` per point: J (n, nL, n0), or (P, n, nL, n0) for theta (P, D)."""
+    c_contiguous(spec, theta, X, J)
     thetas = as_population(theta)
     Js = with_population_axis(theta, J)
     _check_network(spec, thetas, X)
@@ -544,6 +546,7 @@ def input_jacobian(spec, theta, X, J):
 def forward_and_jacobian(spec, theta, X, A, J):
     """``A <- A_L(X)`` and ``J <- ∂A_L/∂X``: A (n, nL) and J (n, nL, n0), each with a
     leading P axis for theta (P, D)."""
+    c_contiguous(spec, theta, X, A, J)
     thetas = as_population(theta)
     As = with_population_axis(theta, A)
     Js = with_population_axis(theta, J)
@@ -566,6 +569,7 @@ def sobolev_loss(spec, theta, X, T, which, out):
     ``prediction_i`` is ``A_L(X_i)`` where ``which[i] == -1`` and ``∂A_L/∂x_j (X_i)``
     where ``which[i] == j``; X (n, n0) with n >= 1, T (n, nL), which int64 (n,).
     """
+    c_contiguous(spec, theta, X, T, which, out)
     thetas = as_population(theta)
     _check_network(spec, thetas, X)
     n = X.shape[0]

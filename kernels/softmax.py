@@ -21,6 +21,7 @@ from numba import prange
 
 from fastbp.kernels._config import kernel
 from fastbp.kernels.activations import exp
+from fastbp.kernels.checks import c_contiguous
 
 ROWS_PER_BLOCK = 512
 # Below this many output elements one thread finishes before a second one has started.
@@ -115,6 +116,7 @@ def softmax_vjp_parallel(Z, G, out):
 @kernel
 def softmax(Z, out):
     """``out[b] <- softmax(Z[b])`` for ``Z, out`` of shape (B, K)."""
+    c_contiguous(Z, out)
     if out.shape != Z.shape:
         raise ValueError("out must have the shape of Z, (B, K)")
     if Z.size >= PARALLEL_MIN_ELEMENTS:
@@ -126,6 +128,7 @@ def softmax(Z, out):
 @kernel
 def softmax_jacobian(Z, out):
     """``out[b, i, j] <- s_i (δ_ij - s_j)`` with ``s = softmax(Z[b])``; out (B, K, K)."""
+    c_contiguous(Z, out)
     if out.shape != (Z.shape[0], Z.shape[1], Z.shape[1]):
         raise ValueError("out must have shape (B, K, K) for Z of shape (B, K)")
     if out.size >= PARALLEL_MIN_ELEMENTS:
@@ -137,6 +140,7 @@ def softmax_jacobian(Z, out):
 @kernel
 def softmax_vjp(Z, G, out):
     """``out[b] <- G[b] @ J[b]``, J the softmax Jacobian at ``Z[b]``, without forming J."""
+    c_contiguous(Z, G, out)
     if G.shape != Z.shape or out.shape != Z.shape:
         raise ValueError("G and out must have the shape of Z, (B, K)")
     if Z.size >= PARALLEL_MIN_ELEMENTS:

@@ -58,7 +58,7 @@ from numba import prange
 
 from fastbp.kernels._config import kernel
 from fastbp.kernels.activations import multiply_by_derivative
-from fastbp.kernels.checks import all_finite, all_in_range
+from fastbp.kernels.checks import all_finite, all_in_range, c_contiguous
 from fastbp.kernels.dense import (
     _check_targets,
     _targets_ok,
@@ -133,6 +133,7 @@ def _step(optimizer, hyper, params, grad, m, v, previous, step):
 @kernel
 def _check_epoch(spec, theta, X, Y, order, batch_size, hyper, state, Xb, Yb, grad, work):
     """The checks for calls from ``@njit`` code (`fastbp.train` has made them already)."""
+    c_contiguous(spec, theta, X, Y, order, hyper, state, Xb, Yb, grad, work)
     n = X.shape[0]
     if theta.shape[0] != n_params(spec) or grad.shape[0] != theta.shape[0]:
         raise ValueError("theta and grad must have n_params(spec) entries")
@@ -232,6 +233,7 @@ def evaluate(spec, theta, X, Y, l2, rows, out, work):
     `fastbp.train`'s validation after each epoch (``rows`` from `quiet_rows` between
     split epochs). ``work`` as for ``dense.loss`` with ``rows`` rows.
     """
+    c_contiguous(spec, theta, X, Y, out, work)
     n = X.shape[0]
     if theta.shape[0] != n_params(spec) or X.shape[1] != spec[3] or n == 0:
         raise ValueError("theta must have n_params(spec) entries, X spec[3] columns, n >= 1")

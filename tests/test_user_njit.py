@@ -156,6 +156,26 @@ def test_the_validation_kernel_refuses_labels_out_of_range_and_short_work():
             )
 
 
+def test_kernels_refuse_arrays_that_are_not_c_contiguous_when_compiling():
+    # Numba would compile them for the other layout (seconds), then fail in a reshape.
+    from numba.core.errors import TypingError
+
+    net = fastbp.MLP([4, 16, 3], hidden="tanh")
+    args = _epoch_args(net)
+    X_fortran = np.asfortranarray(args["X"])
+    calls = [
+        lambda: dense_kernels.loss(
+            net.spec, args["theta"], X_fortran, args["Y"], 0.0, True, args["work"]
+        ),
+        lambda: input_jacobian(net.spec, args["theta"], X_fortran, np.empty((40, 3, 4))),
+        lambda: softmax_kernels.softmax(X_fortran, np.empty((40, 4))),
+        lambda: training_kernels.train_epoch(*(args | dict(X=X_fortran)).values()),
+    ]
+    for call in calls:
+        with pytest.raises(TypingError, match="C-contiguous"):
+            call()
+
+
 # The kernels reach parallel code through serial entry points; a new process that loads
 # them from Numba's disk cache must start Numba's thread pool before calling them.
 NEW_PROCESS = """
