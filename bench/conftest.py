@@ -2,7 +2,9 @@
 
 Run with ``pytest bench`` (``pip install ".[test]"``; JAX, PyTorch and scikit-learn are
 timed too where they are installed). Each case is timed for every implementation in the
-same session; the summary at the end divides each median by the NumPy reference's.
+same session; the summary at the end gives, for each case, every other implementation's
+median divided by fastbp's (how many times longer it took). In the float32 group the
+other implementation is fastbp in float64.
 
 Here every library shares one process, so one's threads and allocator state can slow
 another (``fastbp.benchmarks`` describes what was seen); ``fastbp bench`` times each

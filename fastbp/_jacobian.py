@@ -205,7 +205,8 @@ def _which(which, n, n0, checks):
     if type(which) is not np.ndarray or which.dtype is not _validate.INT64 or which.shape != (n,):
         which = _validate.array("which", which)
         if which.dtype.kind not in "iu" or which.shape != (n,):
-            raise ValueError(
+            error = TypeError if which.dtype.kind not in "iu" else ValueError
+            raise error(
                 f"which must be an integer array of shape ({n},); got {which.dtype} {which.shape}"
             )
         # Range first: converting to int64 would wrap unsigned values of 2**63 and more.

@@ -534,7 +534,7 @@ def _bench(args):
     if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
         raise CommandError(
             "fastbp bench: error: --plot needs matplotlib, which is not installed "
-            "(pip install matplotlib)"
+            '(pip install ".[plot]" in the project, or pip install matplotlib)'
         )
     for option, path in (("--json", args.json), ("--plot", args.plot)):
         if path is not None:

@@ -23,6 +23,9 @@ class GradcheckResult(float):
         result.numeric = numeric
         return result
 
+    def __reduce__(self):  # pickling: float's own would drop the attributes
+        return GradcheckResult, (float(self), self.index, self.analytic, self.numeric)
+
     def __repr__(self):
         return (
             f"GradcheckResult({float(self):.3g}, index={self.index}, "
@@ -40,10 +43,13 @@ def gradcheck(f, theta, eps=1e-6):
         \\mathrm{error} = \\max_i |g_i - \\hat g_i| \\,/\\,
             \\max(\\|g\\|_\\infty, \\|\\hat g\\|_\\infty)
 
-    Errors are relative to the largest gradient entry, so coordinates whose gradient is
-    nearly zero do not turn rounding noise into large ratios. A correct gradient gives
-    about 1e-9 or less; a wrong one (a missing factor, a transposed product) gives an
-    error of order one at the coordinate it reports.
+    Errors are relative to the largest gradient entry (of either), so coordinates whose
+    gradient is nearly zero do not turn rounding noise into large ratios. A correct
+    gradient gives about 1e-9 or less. A wrong one gives an error as large as its worst
+    mistake is against that largest entry: of order one for a missing factor or a
+    transposed product, less for a slip in a small entry (compare ``analytic`` and
+    ``numeric`` at ``index``). Check at a random theta, not only at ``MLP.init``'s,
+    whose zero biases hide mistakes in terms that multiply a bias.
 
     Parameters
     ----------

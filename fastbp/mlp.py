@@ -81,6 +81,11 @@ class MLP:
                 "loss 'cross_entropy' needs a softmax or sigmoid output; "
                 "use loss='mse' with output='identity'"
             )
+        if output == "softmax" and sizes[-1] == 1:
+            raise ValueError(
+                f"output 'softmax' needs at least 2 outputs (a softmax over one is always 1, "
+                f"its gradient 0); got sizes {sizes}: for one output use output='sigmoid'"
+            )
         offsets = []
         start = 0
         for n_in, n_out in zip(sizes[:-1], sizes[1:]):
@@ -162,8 +167,16 @@ class MLP:
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64; got {dtype}")
-        rng = np.random.default_rng(seed)
-        shape = () if population is None else (operator.index(population),)
+        try:
+            rng = np.random.default_rng(seed)
+        except (TypeError, ValueError) as error:
+            raise type(error)(
+                f"seed must be a non-negative integer or a numpy Generator; got {seed!r}"
+            ) from None
+        try:
+            shape = () if population is None else (operator.index(population),)
+        except TypeError:
+            raise TypeError(f"population must be an integer or None; got {population!r}") from None
         if shape and shape[0] < 1:
             raise ValueError(f"population must be a positive integer; got {population}")
         theta = np.zeros(shape + (self._n_params,), dtype=np.float64)
@@ -216,9 +229,16 @@ class MLP:
             raise ValueError(
                 f"params must hold {self.n_layers} (W, b) pairs for {self!r}; got {len(params)}"
             )
+        for layer, pair in enumerate(params):
+            count = len(pair) if hasattr(pair, "__len__") else None
+            if count != 2:
+                what = f"{count} entries" if count is not None else type(pair).__name__
+                raise ValueError(f"params[{layer}] must be a pair (W, b); got {what}")
         arrays = [np.asarray(a) for pair in params for a in pair]
         lead = arrays[0].shape[:-2] if arrays[0].ndim >= 2 else None
         dtype = np.result_type(*arrays, np.float32)
+        if dtype.kind != "f":
+            raise TypeError(f"params must hold real numbers; got dtype {dtype}")
         for layer, ((n_in, n_out), (W, b)) in enumerate(
             zip(self._layer_shapes(), zip(arrays[::2], arrays[1::2])), start=1
         ):

@@ -79,6 +79,12 @@ def assert_matches_reference(got, expected, dtype, what=""):
     np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol, err_msg=what)
 
 
+def outputs_for(output, sizes):
+    """``sizes`` with a second output where a softmax would have one (MLP refuses those:
+    a softmax over one output is always 1)."""
+    return list(sizes[:-1]) + [2] if output == "softmax" and sizes[-1] == 1 else list(sizes)
+
+
 def architectures():
     """At least forty architectures: depth 1 to 4, widths from 1, odd shapes."""
     sizes = [

@@ -90,6 +90,20 @@ BAD_INPUTS = {
         "W of layer 1",
     ),
     "pack wrong count": (lambda: NET.pack([(np.ones((3, 4)), np.ones(4))]), ValueError, "params"),
+    "pack a triple": (
+        lambda: NET.pack([(W, b, b) for W, b in NET.unpack(THETA)]),
+        ValueError,
+        "params[0] must be a pair (W, b); got 3 entries",
+    ),
+    "pack complex": (
+        lambda: NET.pack([(W + 0j, b) for W, b in NET.unpack(THETA)]),
+        TypeError,
+        "real numbers",
+    ),
+    "softmax over one output": (lambda: fastbp.MLP([3, 4, 1]), ValueError, "output='sigmoid'"),
+    "init population a float": (lambda: NET.init(population=2.0), TypeError, "population"),
+    "init seed a float": (lambda: NET.init(seed=1.5), TypeError, "seed"),
+    "init seed negative": (lambda: NET.init(seed=-1), ValueError, "seed"),
     "Z 3-D": (lambda: fastbp.softmax(np.ones((2, 2, 2))), ValueError, "Z"),
     "G wrong shape": (
         lambda: fastbp.softmax_vjp(np.ones((2, 3)), np.ones((3, 2))),
@@ -128,7 +142,7 @@ BAD_INPUTS = {
     ),
     "which floats": (
         lambda: fastbp.sobolev_loss(NET, THETA, X, T, WHICH.astype(float)),
-        ValueError,
+        TypeError,
         "which",
     ),
     "gradcheck wrong gradient shape": (

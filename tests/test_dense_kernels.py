@@ -9,6 +9,7 @@ from conftest import (
     architectures,
     assert_matches_reference,
     make_problem,
+    outputs_for,
 )
 
 import fastbp
@@ -30,7 +31,7 @@ def reference_inputs(theta, X, Y):
 def test_loss_and_grad_match_reference(hidden, output, loss, dtype):
     assert len(ARCHITECTURES) >= 40
     for index, sizes in enumerate(ARCHITECTURES):
-        net = fastbp.MLP(sizes, hidden=hidden, output=output, loss=loss)
+        net = fastbp.MLP(outputs_for(output, sizes), hidden=hidden, output=output, loss=loss)
         n = BATCHES[index % len(BATCHES)]
         labels = output == "softmax" and index % 2 == 1
         theta, X, Y = make_problem(net, n=n, dtype=dtype, seed=index, labels=labels)

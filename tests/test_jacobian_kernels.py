@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import HIDDEN, make_problem
+from conftest import HIDDEN, make_problem, outputs_for
 
 import fastbp
 from fastbp import _validate, reference
@@ -24,6 +24,7 @@ def assert_matches_reference(got, ref, dtype):
 
 
 def problem(sizes, hidden, output, dtype, n=300, population=3):
+    sizes = outputs_for(output, sizes)
     net = fastbp.MLP(sizes, hidden=hidden, output=output)
     theta, X, T = make_problem(
         net, n=n, dtype=None, population=population, seed=len(sizes), margin=1e-5

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import HIDDEN, OUTPUT_LOSS, make_problem
+from conftest import HIDDEN, OUTPUT_LOSS, make_problem, outputs_for
 
 import fastbp
 from fastbp import reference
@@ -50,6 +50,7 @@ def finite_difference_input_jacobian(net, theta, X, eps=1e-6):
 @pytest.mark.parametrize("output", ["softmax", "sigmoid", "identity"])
 @pytest.mark.parametrize("hidden", HIDDEN)
 def test_input_jacobian_matches_finite_differences(sizes, hidden, output):
+    sizes = outputs_for(output, sizes)
     net = fastbp.MLP(sizes, hidden=hidden, output=output, loss="mse")
     theta, X, _ = make_problem(net, n=5, seed=3)
     J = reference.input_jacobian(net, theta, X)
@@ -156,6 +157,18 @@ def test_gradcheck_catches_the_seed_002_mistake():
     assert error > 0.1
     assert 0 <= error.index < net.n_params
     assert fastbp.gradcheck(lambda t: reference.loss_and_grad(net, t, X, Y), theta) < 1e-7
+
+
+def test_gradcheck_results_survive_pickling():
+    # As they do on their way back from a multiprocessing worker.
+    import pickle
+
+    net = fastbp.MLP([3, 4, 2])
+    theta, X, Y = make_problem(net, n=10)
+    result = fastbp.gradcheck(lambda t: reference.loss_and_grad(net, t, X, Y), theta)
+    again = pickle.loads(pickle.dumps(result))
+    assert float(again) == float(result) and again.index == result.index
+    assert (again.analytic, again.numeric) == (result.analytic, result.numeric)
 
 
 def test_gradcheck_says_what_f_must_return():
