@@ -84,9 +84,10 @@ def gradcheck(f, theta, eps=1e-6):
     if not eps > 0:
         raise ValueError(f"eps must be positive; got {eps}")
     returned = f(point.copy())
-    if not (isinstance(returned, tuple) and len(returned) == 2):
+    if not (isinstance(returned, (tuple, list)) and len(returned) == 2):
         raise TypeError(
-            f"f(theta) must return a pair (value, grad), as loss_and_grad does; got {returned!r}"
+            "f(theta) must return a pair (value, grad), as loss_and_grad does; got "
+            f"{type(returned).__name__}"
         )
     grad = np.asarray(returned[1], dtype=np.float64)
     if grad.shape != point.shape:

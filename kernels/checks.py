@@ -20,11 +20,11 @@ def c_contiguous(*arrays):
 
 @overload(c_contiguous, jit_options={"cache": True})
 def _c_contiguous_overload(*arrays):
-    for position, array in enumerate(arrays):
+    for array in arrays:
         if isinstance(array, types.Array) and array.layout != "C":
             raise errors.TypingError(
-                f"fastbp's kernels take C-contiguous arrays (np.ascontiguousarray); got "
-                f"{array}, the kernel's array argument number {position + 1} in this check"
+                "fastbp's kernels take C-contiguous arrays only (np.ascontiguousarray); "
+                f"one of this call's is {array}"
             )
     return lambda *arrays: None
 

@@ -131,17 +131,26 @@ def _step(optimizer, hyper, params, grad, m, v, previous, step):
 
 
 @kernel
-def _check_epoch(spec, theta, X, Y, order, batch_size, hyper, state, Xb, Yb, grad, work):
-    """The checks for calls from ``@njit`` code (`fastbp.train` has made them already)."""
-    c_contiguous(spec, theta, X, Y, order, hyper, state, Xb, Yb, grad, work)
-    n = X.shape[0]
-    if theta.shape[0] != n_params(spec) or grad.shape[0] != theta.shape[0]:
-        raise ValueError("theta and grad must have n_params(spec) entries")
+def _check_data(spec, theta, X, Y):
+    """theta, X and Y against ``spec`` and one another, labels in range (they index
+    memory): for calls from ``@njit`` code, `fastbp.train` having checked its own."""
+    if theta.shape[0] != n_params(spec):
+        raise ValueError("theta must have n_params(spec) entries")
     if X.shape[1] != spec[3]:
         raise ValueError("X must have spec[3] columns (the network's inputs)")
-    _check_targets(Y, spec, n)
+    _check_targets(Y, spec, X.shape[0])
     if not _targets_ok(Y, spec, False):  # labels only: float targets pass
         raise ValueError("Y's labels must be in 0..nL-1")
+
+
+@kernel
+def _check_epoch(spec, theta, X, Y, order, batch_size, hyper, state, Xb, Yb, grad, work):
+    """`_check_data`, and the epoch's order and buffers against it."""
+    c_contiguous(spec, theta, X, Y, order, hyper, state, Xb, Yb, grad, work)
+    _check_data(spec, theta, X, Y)
+    n = X.shape[0]
+    if grad.shape != theta.shape:
+        raise ValueError("grad must have theta's shape")
     if order.shape[0] != n or not all_in_range(order, 0, n):
         raise ValueError("order must hold n row indices in 0..n-1")
     if batch_size < 1:
@@ -234,14 +243,10 @@ def evaluate(spec, theta, X, Y, l2, rows, out, work):
     split epochs). ``work`` as for ``dense.loss`` with ``rows`` rows.
     """
     c_contiguous(spec, theta, X, Y, out, work)
+    _check_data(spec, theta, X, Y)
     n = X.shape[0]
-    if theta.shape[0] != n_params(spec) or X.shape[1] != spec[3] or n == 0:
-        raise ValueError("theta must have n_params(spec) entries, X spec[3] columns, n >= 1")
-    _check_targets(Y, spec, n)
-    if not _targets_ok(Y, spec, False):
-        raise ValueError("Y's labels must be in 0..nL-1")
-    if out.shape != (n, spec[spec.shape[0] - 1]) or rows < 1:
-        raise ValueError("out must have shape (n, nL), and rows be at least 1")
+    if n == 0 or out.shape != (n, spec[spec.shape[0] - 1]) or rows < 1:
+        raise ValueError("X must have rows, out shape (n, nL), and rows be at least 1")
     if work.shape[0] < min(rows, n) * workspace_per_row(spec):
         raise ValueError("work is shorter than min(rows, n) * workspace_per_row(spec)")
     total = 0.0

@@ -127,7 +127,7 @@ def _epoch_args(net, n=40, batch=8):
         ("Yb", np.empty(4, np.int64), "Xb and Yb must have"),
         ("work", np.empty(8), "work is shorter"),
         ("state", np.zeros((2, 1)), "state must have shape"),
-        ("grad", np.empty(5), "theta and grad"),
+        ("grad", np.empty(5), "grad must have theta's shape"),
     ],
 )
 def test_training_kernels_refuse_arguments_that_would_index_past_memory(name, value, message):
