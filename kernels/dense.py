@@ -65,7 +65,7 @@ from fastbp.kernels.linalg import (
     uses_blas,
     widest_product,
 )
-from fastbp.kernels.spec import n_params, n_params_before
+from fastbp.kernels.spec import check_network, n_params_before
 
 # --------------------------------------------------------------------------- layout
 
@@ -128,10 +128,7 @@ def _targets_ok_overload(Y, spec, check_finite):
 @kernel
 def _check_network_call(spec, theta, X, work, networks_at_once):
     """The shape checks for calls from ``@njit`` code (the API has made them already)."""
-    if theta.shape[-1] != n_params(spec):
-        raise ValueError("theta's last axis does not match spec (its n_params)")
-    if X.shape[1] != spec[3]:
-        raise ValueError("X must have spec[3] columns (the network's inputs)")
+    check_network(spec, theta, X)
     if work.shape[0] < networks_at_once * X.shape[0] * workspace_per_row(spec):
         raise ValueError("work is shorter than n * workspace_per_row(spec)")
 

@@ -54,7 +54,7 @@ from fastbp.kernels.activations import exp, sigmoid, tanh
 from fastbp.kernels.checks import c_contiguous
 from fastbp.kernels.codes import IDENTITY, SIGMOID, SOFTMAX, TANH
 from fastbp.kernels.linalg import NO, YES, matrix, product
-from fastbp.kernels.spec import n_params, n_params_before
+from fastbp.kernels.spec import check_network, n_params_before
 
 FORWARD = 0
 REVERSE = 1
@@ -518,20 +518,12 @@ def population_sobolev(spec, thetas, X, T, which, out, parallel):
 
 
 @kernel
-def _check_network(spec, thetas, X):
-    if thetas.shape[1] != n_params(spec):
-        raise ValueError("theta's length does not match spec")
-    if X.shape[1] != spec[3]:
-        raise ValueError("X must have shape (n, n0)")
-
-
-@kernel
 def input_jacobian(spec, theta, X, J):
     """``J <- ∂A_L/∂X`` per point: J (n, nL, n0), or (P, n, nL, n0) for theta (P, D)."""
     c_contiguous(spec, theta, X, J)
     thetas = as_population(theta)
     Js = with_population_axis(theta, J)
-    _check_network(spec, thetas, X)
+    check_network(spec, thetas, X)
     n0 = spec[3]
     nL = spec[spec.shape[0] - 1]
     if Js.shape != (thetas.shape[0], X.shape[0], nL, n0):
@@ -550,7 +542,7 @@ def forward_and_jacobian(spec, theta, X, A, J):
     thetas = as_population(theta)
     As = with_population_axis(theta, A)
     Js = with_population_axis(theta, J)
-    _check_network(spec, thetas, X)
+    check_network(spec, thetas, X)
     n0 = spec[3]
     nL = spec[spec.shape[0] - 1]
     if Js.shape != (thetas.shape[0], X.shape[0], nL, n0):
@@ -571,7 +563,7 @@ def sobolev_loss(spec, theta, X, T, which, out):
     """
     c_contiguous(spec, theta, X, T, which, out)
     thetas = as_population(theta)
-    _check_network(spec, thetas, X)
+    check_network(spec, thetas, X)
     n = X.shape[0]
     n0 = spec[3]
     nL = spec[spec.shape[0] - 1]

@@ -14,6 +14,16 @@ def n_params(spec):
 
 
 @kernel
+def check_network(spec, theta, X):
+    """``ValueError`` unless theta's last axis holds ``n_params(spec)`` entries and X has
+    ``spec[3]`` columns: the shape checks of every kernel called from ``@njit`` code."""
+    if theta.shape[-1] != n_params(spec):
+        raise ValueError("theta's last axis does not match spec (its n_params)")
+    if X.shape[1] != spec[3]:
+        raise ValueError("X must have spec[3] columns (the network's inputs)")
+
+
+@kernel
 def n_params_before(spec, layer):
     """Offset in theta of ``W_layer`` (layers counted from 1)."""
     total = 0

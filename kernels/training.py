@@ -70,7 +70,7 @@ from fastbp.kernels.dense import (
 )
 from fastbp.kernels.linalg import BLAS_THREADED_WORK as SPLIT_MAX_PRODUCT
 from fastbp.kernels.linalg import matmul, matmul_nt, matmul_tn, matrix, sum_rows, widest_product
-from fastbp.kernels.spec import n_params
+from fastbp.kernels.spec import check_network
 
 SGD = 0
 ADAM = 1
@@ -134,10 +134,7 @@ def _step(optimizer, hyper, params, grad, m, v, previous, step):
 def _check_data(spec, theta, X, Y):
     """theta, X and Y against ``spec`` and one another, labels in range (they index
     memory): for calls from ``@njit`` code, `fastbp.train` having checked its own."""
-    if theta.shape[0] != n_params(spec):
-        raise ValueError("theta must have n_params(spec) entries")
-    if X.shape[1] != spec[3]:
-        raise ValueError("X must have spec[3] columns (the network's inputs)")
+    check_network(spec, theta, X)
     _check_targets(Y, spec, X.shape[0])
     if not _targets_ok(Y, spec, False):  # labels only: float targets pass
         raise ValueError("Y's labels must be in 0..nL-1")
