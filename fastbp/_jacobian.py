@@ -171,16 +171,20 @@ def sobolev_loss(mlp, theta, X, T, which, *, backend=None, check_finite=True, ou
         values[...] = reference.sobolev_loss(mlp, theta, X, T, which)
     else:
         # One pass per block of points: values and the one Jacobian column each row
-        # needs, summed per (network, block); J itself is never formed.
+        # needs, summed per (network, block); J itself is never formed. Value rows go
+        # first, in blocks of their own that carry no tangent.
         thetas = theta if theta.ndim == 2 else theta[None]
-        nL = mlp._sizes[-1]
-        _, n_items, parallel = kernels.schedule(n0, nL, mlp._n_params, thetas.shape[0], n, 2)
-        partial = np.empty((thetas.shape[0], n_items // thetas.shape[0]), dtype=dtype)
+        P, nL = thetas.shape[0], mlp._sizes[-1]
+        nb, _, parallel = kernels.schedule(n0, nL, mlp._n_params, P, n, 2)
+        X, T, which, n_values = kernels.sobolev_rows(X, T, which)
+        n_items = P * kernels.sobolev_blocks(n, n_values, nb)
+        partial = np.empty((P, n_items // P), dtype=dtype)
         call = _threads.Call("sobolev", thetas.size * n) if parallel else _threads.ONE_THREAD
+        args = (mlp._spec, thetas, X, T, which, n_values, partial)
         if call.threads:
-            kernels.sobolev_items_parallel(mlp._spec, thetas, X, T, which, partial, n_items)
+            kernels.sobolev_items_parallel(*args, n_items)
         else:
-            kernels.sobolev_items(mlp._spec, thetas, X, T, which, partial, 0, n_items)
+            kernels.sobolev_items(*args, 0, n_items)
         call.done()
         kernels.sobolev_mean(partial, n, values)
     return values if theta.ndim == 2 else values[0]
