@@ -45,7 +45,7 @@ from numba.extending import overload
 from fastbp.kernels._config import kernel, serial_and_parallel
 from fastbp.kernels.activations import (
     activate_rows,
-    exp,
+    exp_nonpositive,
     like,
     log,
     log1p,
@@ -243,7 +243,7 @@ def _softmax_columns(Z, P, m, s):
             m[i] = max(m[i], Z[k, i])
     for k in range(K):
         for i in range(n):
-            e = exp(Z[k, i] - m[i])
+            e = exp_nonpositive(Z[k, i] - m[i])
             P[k, i] = e
             s[i] += e
     one = like(s[0], 1.0)
@@ -354,7 +354,7 @@ def _targets_loss_and_delta(output, loss, Z, Y, delta, temps, scale):
             for i in range(n):
                 z = Z[k, i]
                 y = T[k, i]
-                e = exp(-abs(z))  # one exp for both softplus and σ
+                e = exp_nonpositive(-abs(z))  # one exp for both softplus and σ
                 total += max(z, zero) + log1p(e) - y * z
                 delta[k, i] = scale * (sigmoid_from(z, e) - y)
         return total

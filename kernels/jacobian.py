@@ -52,7 +52,7 @@ from numba import config, prange
 from numba.extending import overload
 
 from fastbp.kernels._config import kernel
-from fastbp.kernels.activations import exp, sigmoid, tanh
+from fastbp.kernels.activations import exp_nonpositive, sigmoid, tanh
 from fastbp.kernels.checks import c_contiguous
 from fastbp.kernels.codes import IDENTITY, SIGMOID, SOFTMAX, TANH
 from fastbp.kernels.linalg import NO, YES, matrix, product
@@ -173,7 +173,7 @@ def _activate(code, R, b, nb, n_slabs, scratch):
                 first[t] = max(first[t], R[k, t])
         for k in range(n_out):
             for t in range(nb):
-                e = exp(R[k, t] - first[t])
+                e = exp_nonpositive(R[k, t] - first[t])
                 R[k, t] = e
                 second[t] += e
         for t in range(nb):

@@ -20,7 +20,7 @@ import numpy as np
 from numba import prange
 
 from fastbp.kernels._config import kernel
-from fastbp.kernels.activations import exp
+from fastbp.kernels.activations import exp_nonpositive
 from fastbp.kernels.checks import c_contiguous
 
 ROWS_PER_BLOCK = 512
@@ -47,7 +47,7 @@ def _softmax_block(Z, start, stop, out, at):
             out[at + r, k] = Z[b, k] - m
     flat = out.reshape(-1)[at * K : (at + stop - start) * K]
     for i in range(flat.shape[0]):
-        flat[i] = exp(flat[i])
+        flat[i] = exp_nonpositive(flat[i])
     for r in range(at, at + stop - start):
         total = Z.dtype.type(0.0)
         for k in range(K):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fastbp.kernels._config import kernel
-from fastbp.kernels.activations import exp, log, log1p, sigmoid, tanh
+from fastbp.kernels.activations import exp, exp_nonpositive, log, log1p, sigmoid, tanh
 
 
 @kernel
@@ -18,13 +18,18 @@ def _apply(code, x, out):
             out[i] = sigmoid(x[i])
         elif code == 4:
             out[i] = log1p(x[i])
+        elif code == 5:
+            out[i] = exp_nonpositive(x[i])
         else:
             out[i] = tanh(x[i])
 
 
+_CODES = {"exp": 0, "log": 1, "sigmoid": 2, "tanh": 3, "log1p": 4, "exp_nonpositive": 5}
+
+
 def apply(name, x):
     out = np.empty_like(x)
-    _apply({"exp": 0, "log": 1, "sigmoid": 2, "tanh": 3, "log1p": 4}[name], x, out)
+    _apply(_CODES[name], x, out)
     return out
 
 
@@ -46,6 +51,24 @@ def test_exp_float32_stays_float32_and_accurate():
     got = apply("exp", x)
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, np.exp(x.astype(np.float64)), rtol=2e-7)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp_nonpositive_is_exp_bit_for_bit(dtype):
+    rng = np.random.default_rng(5)
+    info = np.finfo(dtype)
+    low = -750.0 if dtype == np.float64 else -110.0
+    x = np.concatenate([
+        rng.uniform(low, 0, 200_000), -(10 ** rng.uniform(-30, 0, 10_000)),
+        # around the smallest normal and subnormal results, and the clamps
+        np.linspace(-709.0, -707.0, 1001) if dtype == np.float64 else np.linspace(-89, -86, 1001),
+        np.linspace(-746.5, -744.0, 1001) if dtype == np.float64 else np.linspace(-105, -102, 1001),
+        [0.0, -0.0, -info.smallest_subnormal, -info.max, -np.inf, np.nan],
+    ]).astype(dtype)  # fmt: skip
+    got = apply("exp_nonpositive", x)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, apply("exp", x))
+    assert (got[x > low] > 0).any() and (got == 0).any()  # the range reaches underflow
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
