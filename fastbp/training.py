@@ -9,6 +9,7 @@ and the callback.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -178,7 +179,9 @@ def train(
         evaluated in float32).
     callback : callable, optional
         ``callback(epoch, theta, history)`` after each epoch (``theta`` is a copy);
-        returning True stops training.
+        returning True stops training. Ctrl-C (KeyboardInterrupt) stops it too, with a
+        warning: ``train`` then returns the parameters reached and the history of the
+        complete epochs.
     progress : bool
         Print one line per epoch.
     backend : {"numba", "numpy"} or None
@@ -252,44 +255,56 @@ def train(
     history = {"loss": [], "seconds": []}
     if validation is not None:
         history.update(val_loss=[], val_accuracy=[])
-    step = 0
-    for epoch in range(epochs):
-        order = rng.permutation(n)
-        started = time.perf_counter()
-        if kernels is None:
-            mean_loss, step, diverged = reference.train_epoch(
-                mlp, theta, X, Y, l2, order, batch_size, optimizer, state, step
-            )
-        elif shares > 1:
-            mean_loss, step, diverged = kernels.train_epoch_split(
-                mlp._spec, theta, X, Y, l2, order, batch_size, code, hyper, state, step,
-                Xb, Yb, grad, work, shares,
-            )  # fmt: skip
-        else:
-            mean_loss, step, diverged = kernels.train_epoch(
-                mlp._spec, theta, X, Y, l2, order, batch_size, code, hyper, state, step,
-                Xb, Yb, grad, work,
-            )  # fmt: skip
-        if diverged >= 0:
-            raise TrainingDiverged(
-                f"the loss or its gradient became NaN or inf at epoch {epoch}, batch "
-                f"{diverged} (is the learning rate too high?); the last finite parameters "
-                "are in this exception's .theta",
-                theta.copy(),
-                history,
-                epoch,
-                diverged,
-            )
-        history["seconds"].append(time.perf_counter() - started)
-        history["loss"].append(float(mean_loss))
-        if validation is not None:
-            val_loss = _evaluate(kernels, mlp, theta, X_val, Y_val, l2, rows, outputs)
-            history["val_loss"].append(val_loss)
-            history["val_accuracy"].append(_accuracy(mlp, outputs, Y_val))
-        if progress:
-            print(_progress_line(epoch, epochs, history), flush=True)
-        if callback is not None and callback(epoch, theta.copy(), history):
-            break
+    step = epoch = 0
+    try:
+        for epoch in range(epochs):
+            order = rng.permutation(n)
+            started = time.perf_counter()
+            if kernels is None:
+                mean_loss, step, diverged = reference.train_epoch(
+                    mlp, theta, X, Y, l2, order, batch_size, optimizer, state, step
+                )
+            elif shares > 1:
+                mean_loss, step, diverged = kernels.train_epoch_split(
+                    mlp._spec, theta, X, Y, l2, order, batch_size, code, hyper, state, step,
+                    Xb, Yb, grad, work, shares,
+                )  # fmt: skip
+            else:
+                mean_loss, step, diverged = kernels.train_epoch(
+                    mlp._spec, theta, X, Y, l2, order, batch_size, code, hyper, state, step,
+                    Xb, Yb, grad, work,
+                )  # fmt: skip
+            if diverged >= 0:
+                raise TrainingDiverged(
+                    f"the loss or its gradient became NaN or inf at epoch {epoch}, batch "
+                    f"{diverged} (is the learning rate too high?); the last finite parameters "
+                    "are in this exception's .theta",
+                    theta.copy(),
+                    history,
+                    epoch,
+                    diverged,
+                )
+            history["seconds"].append(time.perf_counter() - started)
+            history["loss"].append(float(mean_loss))
+            if validation is not None:
+                val_loss = _evaluate(kernels, mlp, theta, X_val, Y_val, l2, rows, outputs)
+                history["val_loss"].append(val_loss)
+                history["val_accuracy"].append(_accuracy(mlp, outputs, Y_val))
+            if progress:
+                print(_progress_line(epoch, epochs, history), flush=True)
+            if callback is not None and callback(epoch, theta.copy(), history):
+                break
+    except KeyboardInterrupt:
+        # Ctrl-C (seen between epochs, when the compiled epoch returns): keep what was
+        # learnt, as scikit-learn's MLP does; the history keeps the complete epochs.
+        complete = min(len(values) for values in history.values())
+        for values in history.values():
+            del values[complete:]
+        warnings.warn(
+            f"training interrupted in epoch {epoch + 1} of {epochs}: returning the "
+            f"parameters reached, and the history of the {complete} complete epochs",
+            stacklevel=2,
+        )
     return theta.copy(), history  # an array of its own, not a view of the aligned buffer
 
 

@@ -276,6 +276,36 @@ def test_callback_progress_and_early_stop(capsys):
     assert len(lines) == 3 and lines[0].startswith("epoch  1/10") and "val_acc" in lines[0]
 
 
+def test_ctrl_c_returns_the_parameters_reached(monkeypatch):
+    net = fastbp.MLP([4, 5, 3])
+    theta, X, y = make_problem(net, n=20, labels=True)
+    options = dict(epochs=10, batch_size=4, optimizer=fastbp.SGD(0.1), validation=(X, y))
+    three, _ = fastbp.train(net, theta, X, y, **{**options, "epochs": 3})
+
+    def callback(epoch, params, history):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.warns(UserWarning, match="interrupted in epoch 3 of 10"):
+        got, history = fastbp.train(net, theta, X, y, callback=callback, **options)
+    np.testing.assert_array_equal(got, three)
+    assert [len(values) for values in history.values()] == [3, 3, 3, 3]
+
+    # Interrupted halfway through an epoch's history: only complete epochs are kept.
+    calls = []
+
+    def accuracy(*args):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return 0.5
+
+    monkeypatch.setattr(fastbp.training, "_accuracy", accuracy)
+    with pytest.warns(UserWarning, match="history of the 1 complete epochs"):
+        _, history = fastbp.train(net, theta, X, y, **options)
+    assert history["val_accuracy"] == [0.5] and len(history["loss"]) == 1
+
+
 @pytest.mark.parametrize(
     "options,error,words",
     [
