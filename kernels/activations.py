@@ -137,11 +137,26 @@ def _reduce32(x):
 
 
 @ordered
-def _exp64(x):
-    r, k = _reduce64(min(max(x, -746.0), 710.0))
+def _exp_of_reduced64(r):
+    """``e**r`` for ``|r| <= ln(2)/2``."""
     p = _EXP64[0]
     for c in literal_unroll(_EXP64[1:]):
         p = p * r + c
+    return p
+
+
+@ordered
+def _exp_of_reduced32(r):
+    p = np.float32(_EXP32[0])
+    for c in literal_unroll(_EXP32[1:]):
+        p = p * r + np.float32(c)
+    return p
+
+
+@ordered
+def _exp64(x):
+    r, k = _reduce64(min(max(x, -746.0), 710.0))
+    p = _exp_of_reduced64(r)
     half = k >> 1
     rest = k - half
     return p * _float64_from_bits((half + 1023) << 52) * _float64_from_bits((rest + 1023) << 52)
@@ -150,9 +165,7 @@ def _exp64(x):
 @ordered
 def _exp32(x):
     r, k = _reduce32(min(max(x, np.float32(-104.0)), np.float32(89.0)))
-    p = np.float32(_EXP32[0])
-    for c in literal_unroll(_EXP32[1:]):
-        p = p * r + np.float32(c)
+    p = _exp_of_reduced32(r)
     half = k >> 1
     rest = k - half
     return p * _float32_from_bits((half + 127) << 23) * _float32_from_bits((rest + 127) << 23)
@@ -168,18 +181,14 @@ _TWO_TO_MINUS_25 = 2.0**-25
 @ordered
 def _exp_nonpositive64(x):
     r, k = _reduce64(max(x, -746.0))
-    p = _EXP64[0]
-    for c in literal_unroll(_EXP64[1:]):
-        p = p * r + c
+    p = _exp_of_reduced64(r)
     return (p * _float64_from_bits((k + 1077) << 52)) * _TWO_TO_MINUS_54
 
 
 @ordered
 def _exp_nonpositive32(x):
     r, k = _reduce32(max(x, np.float32(-104.0)))
-    p = np.float32(_EXP32[0])
-    for c in literal_unroll(_EXP32[1:]):
-        p = p * r + np.float32(c)
+    p = _exp_of_reduced32(r)
     return (p * _float32_from_bits((k + 152) << 23)) * np.float32(_TWO_TO_MINUS_25)
 
 
