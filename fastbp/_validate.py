@@ -127,7 +127,10 @@ def targets(net, value, n):
     if arr.ndim != 2 or arr.shape != (n, nL):
         hint = ""
         if arr.ndim == 1 and arr.shape[0] == n:
-            hint = f" (reshape 1-D targets with Y.reshape({n}, {nL}))"
+            if nL == 1:
+                hint = f" (reshape 1-D targets with Y.reshape({n}, 1))"
+            elif net._output == "softmax":  # float or bool class labels, as loadtxt gives
+                hint = f" (class labels must be integers: Y.astype(int); these are {arr.dtype})"
         raise ValueError(
             f"Y must have shape ({n}, {nL}) (rows of X, outputs of the MLP)"
             + (" or integer labels of shape (n,)" if net._output == "softmax" else "")

@@ -132,6 +132,21 @@ BAD_INPUTS = {
         f"Y holds label {2**63}",
     ),
     "Y None": (lambda: fastbp.loss_and_grad(NET, THETA, X, None), TypeError, "Y"),
+    "labels as floats": (
+        lambda: fastbp.loss_and_grad(NET, THETA, X, LABELS.astype(float)),
+        ValueError,
+        "class labels must be integers: Y.astype(int); these are float64",
+    ),
+    "labels as booleans": (
+        lambda: fastbp.loss(NET, THETA, X, LABELS.astype(bool)),
+        ValueError,
+        "class labels must be integers",
+    ),
+    "1-D targets of one output": (
+        lambda: fastbp.loss(fastbp.MLP([3, 1], output="identity"), np.zeros(4), X, np.ones(5)),
+        ValueError,
+        "Y.reshape(5, 1)",
+    ),
     "T None": (lambda: fastbp.sobolev_loss(NET, THETA, X, None, WHICH), TypeError, "T"),
     "validation targets None": (
         lambda: fastbp.train(
