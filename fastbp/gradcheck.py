@@ -33,7 +33,7 @@ class GradcheckResult(float):
         )
 
 
-def gradcheck(f, theta, eps=1e-6):
+def gradcheck(f, theta, eps=None):
     """Largest relative error between ``f``'s gradient and central differences.
 
     .. math::
@@ -45,7 +45,8 @@ def gradcheck(f, theta, eps=1e-6):
 
     Errors are relative to the largest gradient entry (of either), so coordinates whose
     gradient is nearly zero do not turn rounding noise into large ratios. A correct
-    gradient gives about 1e-9 or less. A wrong one gives an error as large as its worst
+    gradient gives about 1e-9 or less (about 1e-3 or less where ``f`` computes in float32).
+    A wrong one gives an error as large as its worst
     mistake is against that largest entry: of order one for a missing factor or a
     transposed product, less for a slip in a small entry (compare ``analytic`` and
     ``numeric`` at ``index``). Check at a random theta, not only at ``MLP.init``'s,
@@ -58,8 +59,11 @@ def gradcheck(f, theta, eps=1e-6):
         ``2 D + 1`` times, with float64 copies of theta.
     theta : array_like of shape (D,)
         Where to check. It is not modified.
-    eps : float
-        The finite-difference step.
+    eps : float, optional
+        The finite-difference step. By default 1e-6, or 5e-3 where ``f`` returns float32
+        (or float16) values or gradients: in float32 a step of 1e-6 moves the loss by
+        less than its rounding, and the differences would be noise (5e-3, about the cube
+        root of float32's epsilon, balances rounding against truncation).
 
     Returns
     -------
@@ -80,15 +84,19 @@ def gradcheck(f, theta, eps=1e-6):
         raise ValueError(f"theta must be a non-empty 1-D array; got shape {point.shape}")
     if not np.isfinite(point).all():
         raise ValueError("theta holds NaN or inf")
-    eps = float(eps)
-    if not eps > 0:
-        raise ValueError(f"eps must be positive; got {eps}")
+    if eps is not None:
+        eps = float(eps)
+        if not eps > 0:
+            raise ValueError(f"eps must be positive; got {eps}")
     returned = f(point.copy())
     if not (isinstance(returned, (tuple, list)) and len(returned) == 2):
         raise TypeError(
             "f(theta) must return a pair (value, grad), as loss_and_grad does; got "
             f"{type(returned).__name__}"
         )
+    if eps is None:
+        low_precision = any(np.asarray(x).dtype in (np.float32, np.float16) for x in returned)
+        eps = 5e-3 if low_precision else 1e-6
     grad = np.asarray(returned[1], dtype=np.float64)
     if grad.shape != point.shape:
         raise ValueError(

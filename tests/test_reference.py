@@ -159,6 +159,26 @@ def test_gradcheck_catches_the_seed_002_mistake():
     assert fastbp.gradcheck(lambda t: reference.loss_and_grad(net, t, X, Y), theta) < 1e-7
 
 
+def test_gradcheck_of_a_float32_gradient_steps_wide_enough():
+    # At eps=1e-6 float32 losses differ by rounding noise only: a right gradient looked
+    # wrong (errors of 0.3 and more).
+    net = fastbp.MLP([3, 8, 2])
+    theta, X, Y = make_problem(net, n=10, seed=4)
+    X32, Y32 = X.astype(np.float32), Y.astype(np.float32)
+
+    def in_float32(t):
+        return reference.loss_and_grad(net, t.astype(np.float32), X32, Y32)
+
+    assert fastbp.gradcheck(in_float32, theta) < 1e-3
+    assert fastbp.gradcheck(in_float32, theta, eps=1e-6) > 1e-2  # the noise it avoids
+
+    def halved(t):
+        value, grad = in_float32(t)
+        return value, grad / 2
+
+    assert fastbp.gradcheck(halved, theta) > 0.3
+
+
 def test_gradcheck_results_survive_pickling():
     # As they do on their way back from a multiprocessing worker.
     import pickle
