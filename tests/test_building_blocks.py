@@ -154,9 +154,15 @@ def test_the_pool_limit_comes_from_the_environment(monkeypatch):
     assert _workspace._idle_bytes_setting() == 1000
     monkeypatch.setenv("FASTBP_POOL_BYTES", "")
     assert 0 < _workspace._idle_bytes_setting() <= 1 << 29
-    monkeypatch.setenv("FASTBP_POOL_BYTES", "lots")
-    with pytest.raises(ValueError, match="FASTBP_POOL_BYTES.*'lots'"):
-        _workspace._idle_bytes_setting()
+    monkeypatch.setenv("FASTBP_POOL_BYTES", " 1e9 ")
+    assert _workspace._idle_bytes_setting() == 10**9
+    for off in ("0", "-5", "-inf"):
+        monkeypatch.setenv("FASTBP_POOL_BYTES", off)
+        assert _workspace._idle_bytes_setting() == 0
+    for typo in ("lots", "512M", "nan"):
+        monkeypatch.setenv("FASTBP_POOL_BYTES", typo)
+        with pytest.warns(RuntimeWarning, match=f"FASTBP_POOL_BYTES.*{typo!r}.*default"):
+            assert _workspace._idle_bytes_setting() == _workspace._default_idle_bytes()
 
 
 def test_every_kernel_has_cache_files_of_its_own():
