@@ -169,6 +169,7 @@ def train(
     Y : ndarray of shape (n, nL), or integer labels of shape (n,) for a softmax output
     epochs : int
     batch_size : int
+        Rows per step; at most n (a larger value gives one full batch per epoch).
     optimizer : SGD or Adam
     l2 : float
         Weight decay, as in `loss`.
@@ -178,10 +179,11 @@ def train(
         in the dtype of the network being trained (float64 data for a float32 theta is
         evaluated in float32).
     callback : callable, optional
-        ``callback(epoch, theta, history)`` after each epoch (``theta`` is a copy);
-        returning True stops training. Ctrl-C (KeyboardInterrupt) stops it too, with a
-        warning: ``train`` then returns the parameters reached and the history of the
-        complete epochs.
+        ``callback(epoch, theta, history)`` after each epoch (``theta`` is a copy,
+        ``history`` the one ``train`` returns: read it, do not change it); a true return
+        value stops training. Ctrl-C (KeyboardInterrupt) stops it too, with a warning:
+        ``train`` then returns the parameters reached and the history of the complete
+        epochs.
     progress : bool
         Print one line per epoch.
     backend : {"numba", "numpy"} or None
@@ -255,7 +257,7 @@ def train(
     history = {"loss": [], "seconds": []}
     if validation is not None:
         history.update(val_loss=[], val_accuracy=[])
-    step = epoch = 0
+    step = 0
     try:
         for epoch in range(epochs):
             order = rng.permutation(n)
@@ -275,10 +277,16 @@ def train(
                     Xb, Yb, grad, work,
                 )  # fmt: skip
             if diverged >= 0:
+                cause = (
+                    "is the learning rate too high?"
+                    if check_finite
+                    else "NaN or inf in the data, unchecked with check_finite=False? or too "
+                    "high a learning rate?"
+                )
                 raise TrainingDiverged(
                     f"the loss or its gradient became NaN or inf at epoch {epoch}, batch "
-                    f"{diverged} (is the learning rate too high?); the last finite parameters "
-                    "are in this exception's .theta",
+                    f"{diverged} ({cause}); the last finite parameters are in this "
+                    "exception's .theta",
                     theta.copy(),
                     history,
                     epoch,
@@ -301,8 +309,8 @@ def train(
         for values in history.values():
             del values[complete:]
         warnings.warn(
-            f"training interrupted in epoch {epoch + 1} of {epochs}: returning the "
-            f"parameters reached, and the history of the {complete} complete epochs",
+            f"training interrupted: returning the parameters reached, and the history of "
+            f"the {complete} complete epochs (of {epochs})",
             stacklevel=2,
         )
     return theta.copy(), history  # an array of its own, not a view of the aligned buffer

@@ -217,6 +217,18 @@ def test_divergence_stops_with_the_last_finite_parameters(shares, monkeypatch):
     np.testing.assert_allclose(info.value.theta, twin.value.theta, rtol=1e-9)
 
 
+def test_divergence_from_unchecked_data_points_to_the_data():
+    net = fastbp.MLP([2, 8, 1], hidden="relu", output="identity")
+    theta, X, Y = make_problem(net, n=32)
+    X[5, 0] = np.nan
+    with pytest.raises(fastbp.TrainingDiverged, match="check_finite=False") as info:
+        fastbp.train(
+            net, theta, X, Y, epochs=2, batch_size=8, optimizer=fastbp.SGD(0.1),
+            check_finite=False,
+        )  # fmt: skip
+    assert info.value.epoch == 0
+
+
 @pytest.mark.parametrize("shares", [1, 2])
 def test_a_gradient_not_finite_under_a_finite_loss_returns_the_parameters_before(shares):
     # Batch 2's rows are huge: its loss stays finite (output weights of 1e-20), its
@@ -286,7 +298,7 @@ def test_ctrl_c_returns_the_parameters_reached(monkeypatch):
         if epoch == 2:
             raise KeyboardInterrupt
 
-    with pytest.warns(UserWarning, match="interrupted in epoch 3 of 10"):
+    with pytest.warns(UserWarning, match="history of the 3 complete epochs \\(of 10\\)"):
         got, history = fastbp.train(net, theta, X, y, callback=callback, **options)
     np.testing.assert_array_equal(got, three)
     assert [len(values) for values in history.values()] == [3, 3, 3, 3]
