@@ -171,16 +171,14 @@ def sobolev_loss(mlp, theta, X, T, which, *, backend=None, check_finite=True, ou
         values[...] = reference.sobolev_loss(mlp, theta, X, T, which)
     else:
         # One pass per block of points: values and the one Jacobian column each row
-        # needs, summed per (network, block); J itself is never formed. Value rows go
-        # first, in blocks of their own that carry no tangent.
+        # needs, summed per (network, block); J itself is never formed. In each block
+        # the derivative rows go first, and only they carry a tangent.
         thetas = theta if theta.ndim == 2 else theta[None]
         P, nL = thetas.shape[0], mlp._sizes[-1]
-        nb, _, parallel = kernels.schedule(n0, nL, mlp._n_params, P, n, 2)
-        X, T, which, n_values = kernels.sobolev_rows(X, T, which)
-        n_items = P * kernels.sobolev_blocks(n, n_values, nb)
+        _, n_items, parallel = kernels.schedule(n0, nL, mlp._n_params, P, n, 2)
         partial = np.empty((P, n_items // P), dtype=dtype)
         call = _threads.Call("sobolev", thetas.size * n) if parallel else _threads.ONE_THREAD
-        args = (mlp._spec, thetas, X, T, which, n_values, partial)
+        args = (mlp._spec, thetas, X, T, which, partial)
         if call.threads:
             kernels.sobolev_items_parallel(*args, n_items)
         else:

@@ -17,10 +17,9 @@ one float dtype, float32 or float64, except ``spec`` and ``which``)::
 Each writes its results into the arrays it is given and returns nothing, after checking
 that the shapes (and ``which``) agree with ``spec`` (``ValueError`` if not), and picks
 the mode and whether to use threads by itself. The API layer calls the kernels below
-them directly (``jacobian_items`` / ``jacobian_items_parallel``, ``sobolev_rows``,
-``sobolev_items`` / ``sobolev_items_parallel`` and ``sobolev_mean``, planned by the
-plain-Python ``jacobian_slabs``, ``schedule`` and ``sobolev_blocks``), which trust their
-arguments.
+them directly (``jacobian_items`` / ``jacobian_items_parallel``, ``sobolev_items`` /
+``sobolev_items_parallel`` and ``sobolev_mean``, planned by the plain-Python
+``jacobian_slabs`` and ``schedule``), which trust their arguments.
 
 Example, a swarm step inside ``@njit`` code (``losses`` of shape ``(P,)``)::
 
@@ -40,8 +39,8 @@ padded to whole vectors, see ``_lanes``):
   (W_l G_l)``, so the cost grows with the outputs instead of the inputs;
 - the Sobolev loss runs forward mode with a single tangent slab whose direction is
   ``which[i]`` point by point: the values and exactly the needed Jacobian column, in one
-  pass, without forming any Jacobian. Value rows go first, in blocks of their own that
-  carry no tangent.
+  pass, without forming any Jacobian. In each block the derivative rows go first, and
+  the tangent slab covers only them.
 
 Work items are (network, block of points) pairs; the parallel variants hand contiguous
 ranges of items to the threads, and each range allocates its scratch once.
@@ -148,10 +147,13 @@ def _with_population_axis_overload(theta, result):
 
 
 @kernel
-def _activate(code, R, b, nb, n_slabs, scratch):
+def _activate(code, R, b, nb, n_slabs, tw, scratch):
     """Slab 0 of ``R`` (``W^T H``, the pre-activations but for the bias ``b``) <-
     ``act(Z)`` with ``Z = W^T H + b``, and the tangent slabs ``1..n_slabs-1`` <- their
-    product with the Jacobian of ``act`` at ``Z``."""
+    product with the Jacobian of ``act`` at ``Z``.
+
+    Slab 0 is ``nb`` columns wide, each tangent slab ``tw <= nb``: tangent column ``t``
+    belongs to the point of column ``t`` (see `_forward_block`)."""
     n_out = b.shape[0]
     one = R.dtype.type(1.0)
     zero = R.dtype.type(0.0)
@@ -183,15 +185,16 @@ def _activate(code, R, b, nb, n_slabs, scratch):
                 R[k, t] *= second[t]
         # Tangent u -> s ⊙ (u - <s, u>).
         for s in range(1, n_slabs):
-            for t in range(nb):
+            at = nb + (s - 1) * tw
+            for t in range(tw):
                 first[t] = zero
             for k in range(n_out):
-                u = R[k, s * nb : (s + 1) * nb]
-                for t in range(nb):
+                u = R[k, at : at + tw]
+                for t in range(tw):
                     first[t] += R[k, t] * u[t]
             for k in range(n_out):
-                u = R[k, s * nb : (s + 1) * nb]
-                for t in range(nb):
+                u = R[k, at : at + tw]
+                for t in range(tw):
                     u[t] = R[k, t] * (u[t] - first[t])
         return
     if code == IDENTITY:
@@ -227,8 +230,9 @@ def _activate(code, R, b, nb, n_slabs, scratch):
                 R[k, t] = a
                 first[t] = one if a > zero else zero
         for s in range(1, n_slabs):
-            u = R[k, s * nb : (s + 1) * nb]
-            for t in range(nb):
+            at = nb + (s - 1) * tw
+            u = R[k, at : at + tw]
+            for t in range(tw):
                 u[t] *= first[t]
 
 
@@ -300,17 +304,21 @@ def _lanes(size):
 
 
 @kernel
-def _forward_block(spec, thetas, p, X, start, size, nb, n_slabs, which, buffers, keep_all, scratch):
+def _forward_block(
+    spec, thetas, p, X, start, size, nb, n_slabs, tw, which, buffers, keep_all, scratch
+):
     """Forward pass of network ``p`` over points ``start .. start+size``; returns the
     index of the buffer holding the output layer.
 
-    Slabs are ``nb >= size`` columns wide, ``nb`` a multiple of 8 (see `_lanes`): the
-    columns past ``size`` hold zeros as inputs, so that every loop runs in whole vectors
-    (a population Jacobian on 133 points, blocks of 128 and 5, took 4.6 % longer with
-    scalar tails); their results are not read.
+    The values' slab is ``nb >= size`` columns wide, ``nb`` a multiple of 8 (see
+    `_lanes`): the columns past ``size`` hold zeros as inputs, so that every loop runs in
+    whole vectors (a population Jacobian on 133 points, blocks of 128 and 5, took 4.6 %
+    longer with scalar tails); their results are not read.
 
-    ``n_slabs == 1``: values only. Otherwise tangent slab ``s`` starts as ``e_{s-1}``
-    (``which`` empty) or as ``e_{which[i]}`` (one slab; 0 where ``which[i] < 0``).
+    ``n_slabs == 1``: values only. Otherwise tangent slab ``s``, ``tw`` columns wide
+    (a multiple of 8, at most ``nb``) for the block's first ``tw`` points, starts as
+    ``e_{s-1}`` (``which`` empty) or as ``e_{which[i]}`` (one slab; 0 where
+    ``which[i] < 0``).
     ``keep_all``: layer ``l`` goes to ``buffers[l]`` (reverse mode needs them all);
     else the two first buffers alternate.
     """
@@ -325,7 +333,7 @@ def _forward_block(spec, thetas, p, X, start, size, nb, n_slabs, which, buffers,
     for j in range(n0):
         for t in range(size, nb):
             H[j, t] = zero
-    ncols = nb * n_slabs
+    ncols = nb + (n_slabs - 1) * tw
     offset = 0
     current = 0
     for layer in range(1, L + 1):
@@ -343,16 +351,16 @@ def _forward_block(spec, thetas, p, X, start, size, nb, n_slabs, which, buffers,
                 for j in range(n_slabs - 1):
                     for k in range(n_out):
                         w = thetas[p, offset + j * n_out + k]
-                        u = R[k, (j + 1) * nb : (j + 2) * nb]
-                        for t in range(nb):
+                        u = R[k, nb + j * tw : nb + (j + 1) * tw]
+                        for t in range(tw):
                             u[t] = w
             else:
-                for t in range(nb):
+                for t in range(tw):
                     j = which[start + t] if t < size else NONE
                     for k in range(n_out):
                         R[k, nb + t] = thetas[p, offset + j * n_out + k] if j >= 0 else zero
         code = output if layer == L else hidden
-        _activate(code, R, thetas[p, bias : bias + n_out], nb, n_slabs, scratch)
+        _activate(code, R, thetas[p, bias : bias + n_out], nb, n_slabs, tw, scratch)
         H = R
         current = target
         offset = bias + n_out
@@ -360,22 +368,50 @@ def _forward_block(spec, thetas, p, X, start, size, nb, n_slabs, which, buffers,
 
 
 @kernel
-def _sobolev_block(spec, thetas, p, X, T, which, start, size, values_only, buffers, scratch):
-    """``Σ_i ½ ‖prediction_i - T_i‖²`` over the points of one block; ``values_only``
-    when none of them needs a derivative (no tangent slab then)."""
+def _sobolev_block(spec, thetas, p, X, T, which, start, size, buffers, scratch, rows, Xb, wb):
+    """``Σ_i ½ ‖prediction_i - T_i‖²`` over the points of one block.
+
+    The block's derivative rows go first (their order kept, then the value rows'), so
+    that its tangent slab covers them only: for 2-16-16-1 networks on 256 points (one
+    thread), 48 ns a point instead of 72 when all are value rows, 72 instead of 75 when
+    a third are, the same 76 when none are. ``rows`` (the order), ``Xb`` and ``wb`` (X's rows and which's entries
+    in that order, for a block that mixes the two kinds) are scratch for ``nb`` points.
+    """
     nL = spec[spec.shape[0] - 1]
+    n0 = spec[3]
+    n_derivatives = 0
+    for t in range(size):
+        n_derivatives += which[start + t] >= 0
+    mixed = 0 < n_derivatives < size
+    source, first, kinds = X, start, which
+    if mixed:  # gathered: derivative rows first, then value rows, each in their order
+        derivatives, values = 0, n_derivatives
+        for t in range(size):
+            if which[start + t] >= 0:
+                rows[derivatives] = start + t
+                derivatives += 1
+            else:
+                rows[values] = start + t
+                values += 1
+        for t in range(size):
+            wb[t] = which[rows[t]]
+            for j in range(n0):
+                Xb[t, j] = X[rows[t], j]
+        source, first, kinds = Xb, ZERO, wb
     width = _lanes(size)
-    n_slabs = ONE if values_only else TWO
+    n_slabs = TWO if n_derivatives > 0 else ONE
     last = _forward_block(
-        spec, thetas, p, X, start, size, width, n_slabs, which, buffers, NO, scratch
-    )
+        spec, thetas, p, source, first, size, width, n_slabs, _lanes(n_derivatives), kinds,
+        buffers, NO, scratch,
+    )  # fmt: skip
     R = buffers[last]
     total = R.dtype.type(0.0)
     half = R.dtype.type(0.5)
     for t in range(size):
-        column = t if which[start + t] < 0 else width + t
+        column = t if t >= n_derivatives else width + t
+        row = rows[t] if mixed else start + t
         for k in range(nL):
-            r = R[k, column] - T[start + t, k]
+            r = R[k, column] - T[row, k]
             total += half * r * r
     return total
 
@@ -414,8 +450,8 @@ def jacobian_items(spec, thetas, X, A, J, mode, first, stop):
         width = _lanes(size)
         forward_slabs = ONE if reverse else n_slabs
         last = _forward_block(
-            spec, thetas, p, X, start, size, width, forward_slabs, empty, buffers, reverse,
-            scratch,
+            spec, thetas, p, X, start, size, width, forward_slabs, width, empty, buffers,
+            reverse, scratch,
         )  # fmt: skip
         R = buffers[last]
         if A.shape[0] > 0:
@@ -450,76 +486,36 @@ def jacobian_items_parallel(spec, thetas, X, A, J, mode, n_items):
 
 
 @kernel
-def sobolev_rows(X, T, which):
-    """``(X, T, which, n_values)`` reordered: the ``n_values`` value rows (``which ==
-    -1``) first, then the derivative rows, each in their order (copies).
-
-    Value rows then make blocks of their own, which carry no tangent. For 2-16-16-1
-    networks on 256 points (one thread): 52 ns a point instead of 75 when all are value
-    rows, 76 instead of 79 when a third are.
-    """
-    n = which.shape[0]
-    order = np.empty(n, dtype=np.int64)
-    n_values = 0
-    for i in range(n):
-        if which[i] < 0:
-            order[n_values] = i
-            n_values += 1
-    at = n_values
-    for i in range(n):
-        if which[i] >= 0:
-            order[at] = i
-            at += 1
-    return X[order], T[order], which[order], n_values
-
-
-def sobolev_blocks(n_points, n_values, nb):
-    """Blocks of at most ``nb`` points: the value rows', then the derivative rows'.
-    Plain Python, also compiled (``_sobolev_blocks``)."""
-    return (n_values + nb - 1) // nb + (n_points - n_values + nb - 1) // nb
-
-
-_sobolev_blocks = kernel(sobolev_blocks)
-
-
-@kernel
-def sobolev_items(spec, thetas, X, T, which, n_values, partial, first, stop):
+def sobolev_items(spec, thetas, X, T, which, partial, first, stop):
     """``partial[p, block]``: the Sobolev misfit sums of work items ``first .. stop``.
 
-    X, T and which from `sobolev_rows` (the first ``n_values`` rows are value rows);
-    partial (P, blocks), ``sobolev_blocks(n, n_values, nb)`` blocks of
-    ``nb = schedule(..., n_slabs=2)[0]`` points, value blocks first.
+    partial (P, blocks), with blocks of ``_schedule(..., n_slabs=2)[0]`` points.
     """
     n = X.shape[0]
     nb, _, _ = _schedule(spec[3], spec[spec.shape[0] - 1], thetas.shape[1], ONE, n, TWO)
     blocks = partial.shape[1]
-    value_blocks = (n_values + nb - 1) // nb
     buffers = np.empty((2, _max_width(spec), 2 * nb), dtype=thetas.dtype)
     scratch = np.empty((2, nb), dtype=thetas.dtype)
+    rows = np.empty(nb, dtype=np.int64)
+    Xb = np.empty((nb, X.shape[1]), dtype=thetas.dtype)
+    wb = np.empty(nb, dtype=np.int64)
     for item in range(first, stop):
         p = item // blocks
-        block = item % blocks
-        values_only = block < value_blocks
-        if values_only:
-            start = block * nb
-            stop_row = n_values
-        else:
-            start = n_values + (block - value_blocks) * nb
-            stop_row = n
-        partial[p, block] = _sobolev_block(
-            spec, thetas, p, X, T, which, start, min(nb, stop_row - start), values_only,
-            buffers, scratch,
+        start = (item % blocks) * nb
+        partial[p, item % blocks] = _sobolev_block(
+            spec, thetas, p, X, T, which, start, min(nb, n - start), buffers, scratch, rows,
+            Xb, wb,
         )  # fmt: skip
 
 
 @kernel(parallel=True)
-def sobolev_items_parallel(spec, thetas, X, T, which, n_values, partial, n_items):
+def sobolev_items_parallel(spec, thetas, X, T, which, partial, n_items):
     """``sobolev_items`` for items ``0 .. n_items`` on all threads."""
     chunks = min(n_items, MAX_CHUNKS)
     for chunk in prange(chunks):
         first = chunk * n_items // chunks
         stop = (chunk + 1) * n_items // chunks
-        sobolev_items(spec, thetas, X, T, which, n_values, partial, first, stop)
+        sobolev_items(spec, thetas, X, T, which, partial, first, stop)
 
 
 @kernel
@@ -559,15 +555,12 @@ def population_sobolev(spec, thetas, X, T, which, out, parallel):
     n0 = spec[3]
     nL = spec[spec.shape[0] - 1]
     n = X.shape[0]
-    nb, _, _ = _schedule(n0, nL, thetas.shape[1], thetas.shape[0], n, TWO)
-    X, T, which, n_values = sobolev_rows(X, T, which)
-    blocks = _sobolev_blocks(n, n_values, nb)
-    n_items = thetas.shape[0] * blocks
-    partial = np.empty((thetas.shape[0], blocks), dtype=out.dtype)
+    nb, n_items, _ = _schedule(n0, nL, thetas.shape[1], thetas.shape[0], n, TWO)
+    partial = np.empty((thetas.shape[0], (n + nb - 1) // nb), dtype=out.dtype)
     if parallel and n_items > 1:
-        sobolev_items_parallel(spec, thetas, X, T, which, n_values, partial, n_items)
+        sobolev_items_parallel(spec, thetas, X, T, which, partial, n_items)
     else:
-        sobolev_items(spec, thetas, X, T, which, n_values, partial, ZERO, n_items)
+        sobolev_items(spec, thetas, X, T, which, partial, ZERO, n_items)
     sobolev_mean(partial, n, out)
 
 

@@ -94,35 +94,20 @@ def test_sobolev_parallel_equals_serial():
     net = fastbp.MLP([2, 16, 16, 1], hidden="tanh", output="identity")
     theta, X, T = make_problem(net, n=300, population=5, margin=0)
     which = np.random.default_rng(0).integers(-1, 2, size=300)
-    nb, _, _ = kernels.schedule(2, 1, net.n_params, 5, 300, 2)
-    rows = kernels.sobolev_rows(X, T, which)
-    blocks = kernels.sobolev_blocks(300, rows[3], nb)
-    assert 0 < rows[3] < 300  # value blocks and derivative blocks
-    partial = np.empty((2, 5, blocks))
-    kernels.sobolev_items(net._spec, theta, *rows, partial[0], 0, 5 * blocks)
-    kernels.sobolev_items_parallel(net._spec, theta, *rows, partial[1], 5 * blocks)
+    _, n_items, _ = kernels.schedule(2, 1, net.n_params, 5, 300, 2)
+    partial = np.empty((2, 5, n_items // 5))
+    kernels.sobolev_items(net._spec, theta, X, T, which, partial[0], 0, n_items)
+    kernels.sobolev_items_parallel(net._spec, theta, X, T, which, partial[1], n_items)
     np.testing.assert_array_equal(partial[0], partial[1])
     loss = fastbp.sobolev_loss(net, theta, X, T, which)
     np.testing.assert_allclose(loss, partial[0].sum(axis=1) / 300, rtol=1e-14)
     np.testing.assert_allclose(loss, reference.sobolev_loss(net, theta, X, T, which), rtol=1e-10)
 
 
-def test_sobolev_rows_put_the_value_rows_first_in_order():
-    X = np.arange(12.0).reshape(6, 2)
-    T = np.arange(6.0).reshape(6, 1)
-    which = np.array([1, -1, 0, -1, -1, 1])
-    Xs, Ts, ws, n_values = kernels.sobolev_rows(X, T, which)
-    order = [1, 3, 4, 0, 2, 5]
-    assert n_values == 3
-    np.testing.assert_array_equal(ws, which[order])
-    np.testing.assert_array_equal(Xs, X[order])
-    np.testing.assert_array_equal(Ts, T[order])
-
-
 @pytest.mark.parametrize("which_kind", ["values", "derivatives", "mixed"])
 def test_sobolev_value_and_derivative_blocks(which_kind):
-    # 300 points in blocks of 128: value blocks only, derivative blocks only, and both
-    # kinds, each ending in a partial block.
+    # 300 points in blocks of 128, the last one partial: tangent slabs as wide as the
+    # values', none, and narrower ones.
     net = fastbp.MLP([2, 16, 16, 1], hidden="sigmoid", output="identity")
     theta, X, T = make_problem(net, n=300, population=3, margin=0)
     which = {
