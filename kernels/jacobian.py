@@ -374,8 +374,9 @@ def _sobolev_block(spec, thetas, p, X, T, which, start, size, buffers, scratch, 
     The block's derivative rows go first (their order kept, then the value rows'), so
     that its tangent slab covers them only: for 2-16-16-1 networks on 256 points (one
     thread), 48 ns a point instead of 72 when all are value rows, 72 instead of 75 when
-    a third are, the same 76 when none are. ``rows`` (the order), ``Xb`` and ``wb`` (X's rows and which's entries
-    in that order, for a block that mixes the two kinds) are scratch for ``nb`` points.
+    a third are, the same 76 when none are. ``rows`` (the order), ``Xb`` and ``wb``
+    (X's rows and which's entries in that order, for a block that mixes the two kinds)
+    are scratch for ``nb`` points.
     """
     nL = spec[spec.shape[0] - 1]
     n0 = spec[3]
