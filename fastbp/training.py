@@ -8,6 +8,9 @@ and the callback.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -149,6 +152,7 @@ def train(
     progress=False,
     backend=None,
     check_finite=True,
+    on_interrupt="stop",
 ):
     """Train by minibatch gradient descent; returns new parameters and a history.
 
@@ -181,13 +185,18 @@ def train(
     callback : callable, optional
         ``callback(epoch, theta, history)`` after each epoch (``theta`` is a copy,
         ``history`` the one ``train`` returns: read it, do not change it); a true return
-        value stops training. Ctrl-C (KeyboardInterrupt) stops it too, with a warning:
-        ``train`` then returns the parameters reached and the history of the complete
-        epochs.
+        value stops training.
     progress : bool
         Print one line per epoch.
     backend : {"numba", "numpy"} or None
     check_finite : bool
+    on_interrupt : {"stop", "raise"}
+        What Ctrl-C does. ``"stop"``: training stops at the end of the epoch under way
+        and ``train`` returns its parameters and history, with a warning (a second
+        Ctrl-C interrupts at once). ``"raise"``: KeyboardInterrupt, as anywhere else.
+        ``"stop"`` applies to more than one epoch, where ``train`` runs in the main
+        thread and Python's own SIGINT handler is in place; it puts that handler back
+        before returning.
 
     Returns
     -------
@@ -216,6 +225,8 @@ def train(
         raise TypeError(f"optimizer must be fastbp.SGD or fastbp.Adam; got {optimizer!r}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, or None; got {callback!r}")
+    if on_interrupt not in ("stop", "raise"):
+        raise ValueError(f'on_interrupt must be "stop" or "raise"; got {on_interrupt!r}')
     if validation is not None:
         if not isinstance(validation, (tuple, list)) or len(validation) != 2:
             raise TypeError("validation must be a pair (X_val, Y_val)")
@@ -258,7 +269,9 @@ def train(
     if validation is not None:
         history.update(val_loss=[], val_accuracy=[])
     step = 0
-    try:
+    # One epoch: Ctrl-C raises, so that a loop of one-epoch calls stops (and the
+    # handler's 10 us stay out of it).
+    with _ctrl_c_noted(on_interrupt == "stop" and epochs > 1) as ctrl_c:
         for epoch in range(epochs):
             order = rng.permutation(n)
             started = time.perf_counter()
@@ -302,18 +315,44 @@ def train(
                 print(_progress_line(epoch, epochs, history), flush=True)
             if callback is not None and callback(epoch, theta.copy(), history):
                 break
-    except KeyboardInterrupt:
-        # Ctrl-C (seen between epochs, when the compiled epoch returns): keep what was
-        # learnt, as scikit-learn's MLP does; the history keeps the complete epochs.
-        complete = min(len(values) for values in history.values())
-        for values in history.values():
-            del values[complete:]
-        warnings.warn(
-            f"training interrupted: returning the parameters reached, and the history of "
-            f"the {complete} complete epochs (of {epochs})",
-            stacklevel=2,
-        )
+            if ctrl_c:
+                warnings.warn(
+                    f"Ctrl-C: training stopped after epoch {epoch + 1} of {epochs}",
+                    stacklevel=2,
+                )
+                break
     return theta.copy(), history  # an array of its own, not a view of the aligned buffer
+
+
+@contextlib.contextmanager
+def _ctrl_c_noted(active):
+    """A list to which a first Ctrl-C appends, instead of raising KeyboardInterrupt, so
+    that `train` can stop between epochs (a compiled epoch cannot be interrupted, and a
+    KeyboardInterrupt raised after one would lose its results). Only where ``active``,
+    in the main thread, with Python's default SIGINT handler in place; it is put back on
+    the first Ctrl-C (a second one raises at once) and on leaving."""
+    pressed = []
+    try:
+        replace = (
+            active
+            and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        )
+    except ValueError:  # signals not available here
+        replace = False
+    if not replace:
+        yield pressed
+        return
+
+    def note(signum, frame):
+        pressed.append(signum)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _count(name, value, minimum):

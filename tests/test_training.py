@@ -1,5 +1,9 @@
 """Compiled minibatch training against the NumPy twin, and on real data."""
 
+import os
+import signal
+import time
+
 import numpy as np
 import pytest
 from conftest import DTYPES, OUTPUT_LOSS, assert_matches_reference, make_problem
@@ -288,34 +292,38 @@ def test_callback_progress_and_early_stop(capsys):
     assert len(lines) == 3 and lines[0].startswith("epoch  1/10") and "val_acc" in lines[0]
 
 
-def test_ctrl_c_returns_the_parameters_reached(monkeypatch):
+@pytest.mark.skipif(
+    signal.getsignal(signal.SIGINT) is not signal.default_int_handler,
+    reason="needs Python's own SIGINT handler",
+)
+def test_ctrl_c_stops_at_the_end_of_the_epoch():
     net = fastbp.MLP([4, 5, 3])
     theta, X, y = make_problem(net, n=20, labels=True)
     options = dict(epochs=10, batch_size=4, optimizer=fastbp.SGD(0.1), validation=(X, y))
     three, _ = fastbp.train(net, theta, X, y, **{**options, "epochs": 3})
 
-    def callback(epoch, params, history):
-        if epoch == 2:
-            raise KeyboardInterrupt
+    def press(times, at=2):
+        def callback(epoch, params, history):
+            if epoch == at:
+                for _ in range(times):
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(0.01)  # the handler runs between bytecodes
 
-    with pytest.warns(UserWarning, match="history of the 3 complete epochs \\(of 10\\)"):
-        got, history = fastbp.train(net, theta, X, y, callback=callback, **options)
+        return callback
+
+    with pytest.warns(UserWarning, match="stopped after epoch 3 of 10"):
+        got, history = fastbp.train(net, theta, X, y, callback=press(1), **options)
     np.testing.assert_array_equal(got, three)
     assert [len(values) for values in history.values()] == [3, 3, 3, 3]
-
-    # Interrupted halfway through an epoch's history: only complete epochs are kept.
-    calls = []
-
-    def accuracy(*args):
-        calls.append(args)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return 0.5
-
-    monkeypatch.setattr(fastbp.training, "_accuracy", accuracy)
-    with pytest.warns(UserWarning, match="history of the 1 complete epochs"):
-        _, history = fastbp.train(net, theta, X, y, **options)
-    assert history["val_accuracy"] == [0.5] and len(history["loss"]) == 1
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # A second Ctrl-C, on_interrupt="raise", or a single epoch: KeyboardInterrupt.
+    with pytest.raises(KeyboardInterrupt):
+        fastbp.train(net, theta, X, y, callback=press(2), **options)
+    with pytest.raises(KeyboardInterrupt):
+        fastbp.train(net, theta, X, y, callback=press(1), on_interrupt="raise", **options)
+    with pytest.raises(KeyboardInterrupt):
+        fastbp.train(net, theta, X, y, callback=press(1, at=0), **{**options, "epochs": 1})
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 @pytest.mark.parametrize(
@@ -328,6 +336,7 @@ def test_ctrl_c_returns_the_parameters_reached(monkeypatch):
         (dict(seed="a"), TypeError, "seed"),
         (dict(seed=-1), ValueError, "seed must be a non-negative"),
         (dict(callback=5), TypeError, "callback must be callable"),
+        (dict(on_interrupt="ignore"), ValueError, "on_interrupt"),
         (dict(batch_size=0), ValueError, "batch_size"),
         (dict(optimizer="sgd"), TypeError, "optimizer"),
         (dict(l2=-1.0), ValueError, "l2"),
