@@ -33,6 +33,16 @@ class GradcheckResult(float):
         )
 
 
+def _low_precision(value):
+    """Whether ``value`` is of a float type coarser than float64 (float32, float16,
+    bfloat16...)."""
+    dtype = np.asarray(value).dtype
+    try:
+        return bool(np.finfo(dtype).eps > 1e-10)
+    except (TypeError, ValueError):  # not a float type, or one NumPy does not know
+        return "float" in dtype.name and dtype.itemsize < 8  # ml_dtypes' bfloat16
+
+
 def gradcheck(f, theta, eps=None):
     """Largest relative error between ``f``'s gradient and central differences.
 
@@ -61,7 +71,7 @@ def gradcheck(f, theta, eps=None):
         Where to check. It is not modified.
     eps : float, optional
         The finite-difference step. By default 1e-6, or 5e-3 where ``f`` returns float32
-        (or float16) values or gradients: in float32 a step of 1e-6 moves the loss by
+        (or coarser) values or gradients: in float32 a step of 1e-6 moves the loss by
         less than its rounding, and the differences would be noise (5e-3, about the cube
         root of float32's epsilon, balances rounding against truncation).
 
@@ -95,8 +105,7 @@ def gradcheck(f, theta, eps=None):
             f"{type(returned).__name__}"
         )
     if eps is None:
-        low_precision = any(np.asarray(x).dtype in (np.float32, np.float16) for x in returned)
-        eps = 5e-3 if low_precision else 1e-6
+        eps = 5e-3 if any(_low_precision(x) for x in returned) else 1e-6
     grad = np.asarray(returned[1], dtype=np.float64)
     if grad.shape != point.shape:
         raise ValueError(

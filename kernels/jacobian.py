@@ -498,7 +498,7 @@ def sobolev_items(spec, thetas, X, T, which, partial, first, stop):
     buffers = np.empty((2, _max_width(spec), 2 * nb), dtype=thetas.dtype)
     scratch = np.empty((2, nb), dtype=thetas.dtype)
     rows = np.empty(nb, dtype=np.int64)
-    Xb = np.empty((nb, X.shape[1]), dtype=thetas.dtype)
+    Xb = np.empty((nb, X.shape[1]), dtype=X.dtype)  # X's type, which X shares with Xb
     wb = np.empty(nb, dtype=np.int64)
     for item in range(first, stop):
         p = item // blocks
