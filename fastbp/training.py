@@ -332,15 +332,11 @@ def _ctrl_c_noted(active):
     in the main thread, with Python's default SIGINT handler in place; it is put back on
     the first Ctrl-C (a second one raises at once) and on leaving."""
     pressed = []
-    try:
-        replace = (
-            active
-            and threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-        )
-    except ValueError:  # signals not available here
-        replace = False
-    if not replace:
+    if not (
+        active
+        and threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    ):
         yield pressed
         return
 
