@@ -104,16 +104,21 @@ def test_sobolev_parallel_equals_serial():
     np.testing.assert_allclose(loss, reference.sobolev_loss(net, theta, X, T, which), rtol=1e-10)
 
 
-@pytest.mark.parametrize("which_kind", ["values", "derivatives", "mixed"])
+@pytest.mark.parametrize(
+    "which_kind", ["values", "derivatives", "mixed", "one direction", "in order"]
+)
 def test_sobolev_value_and_derivative_blocks(which_kind):
     # 300 points in blocks of 128, the last one partial: tangent slabs as wide as the
-    # values', none, and narrower ones.
+    # values', none, and narrower ones; blocks sorted by direction in the kernel, and
+    # blocks already in its order (derivative rows by direction, then value rows).
     net = fastbp.MLP([2, 16, 16, 1], hidden="sigmoid", output="identity")
     theta, X, T = make_problem(net, n=300, population=3, margin=0)
     which = {
         "values": np.full(300, -1),
         "derivatives": np.arange(300) % 2,
         "mixed": np.random.default_rng(1).integers(-1, 2, size=300),
+        "one direction": np.full(300, 1),
+        "in order": np.repeat([0, 1, -1], 100),
     }[which_kind]
     expected = reference.sobolev_loss(net, theta, X, T, which)
     np.testing.assert_allclose(fastbp.sobolev_loss(net, theta, X, T, which), expected, rtol=1e-10)
