@@ -9,8 +9,9 @@ kernels are tested against. Every function takes ``backend="numba"`` (the defaul
 
 def _kernels_beside_the_source():
     """In a source checkout, ``kernels/`` sits beside this folder and installation maps
-    it to ``fastbp.kernels`` (DESIGN.md). Where this folder is imported as it is, from
-    the project root, make the same mapping, so that ``import fastbp`` works there too."""
+    it to ``fastbp.kernels`` (``package-dir`` in pyproject.toml). Where this folder is
+    imported as it is, from the project root, make the same mapping, so that
+    ``import fastbp`` works there too."""
     import importlib.util
     import os
     import sys

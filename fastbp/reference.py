@@ -12,7 +12,7 @@ These functions trust their arguments: the public API validates shapes, dtypes a
 finiteness first (``fastbp.loss_and_grad(..., backend="numpy")`` is this code behind
 those checks).
 
-Notation, as in DESIGN.md: ``Z_l = A_{l-1} @ W_l + b_l``, ``A_l = act(Z_l)``,
+Notation: ``Z_l = A_{l-1} @ W_l + b_l``, ``A_l = act(Z_l)``,
 ``A_0 = X`` of shape ``(n, n0)``; the loss is
 
 .. math:: L = \\frac{1}{n} \\sum_i \\ell_i + \\frac{\\lambda}{2} \\sum_l \\|W_l\\|^2 .

@@ -65,8 +65,9 @@ def rng():
 
 
 def assert_matches_reference(got, expected, dtype, what=""):
-    """DESIGN.md's agreement: float64 to ``rtol=1e-10``; float32 against the float64
-    reference to ``rtol=2e-4, atol=1e-6``; absolute tolerances scaled to the data."""
+    """The agreement the kernels keep with the reference: float64 to ``rtol=1e-10``;
+    float32 against the float64 reference to ``rtol=2e-4, atol=1e-6``; absolute
+    tolerances scaled to the data."""
     got = np.asarray(got)
     expected = np.asarray(expected)
     assert got.shape == expected.shape, (what, got.shape, expected.shape)
