@@ -69,7 +69,8 @@ def softmax(Z):
     -------
     S : ndarray of the shape of Z
     """
-    E = np.exp(Z - Z.max(axis=-1, keepdims=True))
+    with np.errstate(over="ignore"):  # z - m may round to -inf, whose exp is the 0 wanted
+        E = np.exp(Z - Z.max(axis=-1, keepdims=True))
     return E / E.sum(axis=-1, keepdims=True)
 
 
@@ -166,7 +167,8 @@ def _row_losses_and_output_delta(mlp, Z, A, Y):
     """Per-row losses ``ℓ_i`` and ``∂ℓ_i/∂Z_L`` (not yet divided by n)."""
     if mlp.loss == "cross_entropy" and mlp.output == "softmax":
         # -Σ_k Y_k log P_k with log P = Z - logsumexp(Z), so no log of a rounded zero.
-        S = Z - Z.max(axis=1, keepdims=True)
+        with np.errstate(over="ignore"):  # as in `softmax`
+            S = Z - Z.max(axis=1, keepdims=True)
         log_sum = np.log(np.exp(S).sum(axis=1, keepdims=True))
         row_loss = (Y * (log_sum - S)).sum(axis=1)
         delta = A * Y.sum(axis=1, keepdims=True) - Y
@@ -378,7 +380,10 @@ def train_epoch(mlp, theta, X, Y, l2, order, batch_size, optimizer, state, step)
     total = 0.0
     for batch, start in enumerate(range(0, n, batch_size)):
         rows = order[start : start + batch_size]
-        value, grad = loss_and_grad(mlp, theta, X[rows], Y[rows], l2)
+        # A diverging loss overflows on its way to inf or NaN: what the test below
+        # reports, as the kernel does, instead of NumPy's warnings.
+        with np.errstate(over="ignore", invalid="ignore"):
+            value, grad = loss_and_grad(mlp, theta, X[rows], Y[rows], l2)
         if not (np.isfinite(value) and np.isfinite(grad).all()):
             if step > 0:
                 theta[...] = state[2]

@@ -65,6 +65,17 @@ def test_stable_for_logits_of_ten_thousand(dtype):
     assert_matches_reference(J, expected("softmax_jacobian", Z, G), dtype)
 
 
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_logits_at_the_ends_of_the_float_range(backend):
+    # z - max(z) rounds to -inf here: its exp is the 0 wanted, with no overflow warning
+    # (warnings are errors in this test suite).
+    Z = np.array([[1e308, -1e308, 0.0], [-1e308, -1e308, 1e308]])
+    S = fastbp.softmax(Z, backend=backend)
+    np.testing.assert_array_equal(S, [[1, 0, 0], [0, 0, 1]])
+    np.testing.assert_array_equal(fastbp.softmax_jacobian(Z, backend=backend), np.zeros((2, 3, 3)))
+    np.testing.assert_array_equal(fastbp.softmax_vjp(Z, np.ones_like(Z), backend=backend), 0 * S)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_parallel_and_serial_kernels_agree_exactly(dtype):
     rng = np.random.default_rng(3)
