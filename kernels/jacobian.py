@@ -10,7 +10,7 @@ one float dtype, float32 or float64, except ``spec`` and ``which``)::
 - ``spec``: int64 array ``[hidden_code, output_code, loss_code, n0, n1, ..., nL]``
   (``MLP.spec``; codes from ``fastbp.kernels.codes``).
 - ``theta``: ``(D,)`` or a population ``(P, D)``; per layer ``W_l.ravel()`` then ``b_l``.
-- ``X``: ``(n, n0)``; ``T``: ``(n, nL)``; ``which``: int64 ``(n,)`` in ``[-1, n0)``.
+- ``X``: ``(n, n0)``; ``T``: ``(n, nL)``; ``which``: integers ``(n,)`` in ``[-1, n0)``.
 - ``A``: ``(n, nL)`` or ``(P, n, nL)``; ``J``: ``(n, nL, n0)`` or ``(P, n, nL, n0)``,
   ``J[.., i, k, j] = ∂A_L[i, k] / ∂X[i, j]``; ``out``: ``(1,)`` or ``(P,)`` losses.
 
@@ -48,6 +48,7 @@ ranges of items to the threads, and each range allocates its scratch once.
 
 import numpy as np
 from numba import config, prange
+from numba.core import errors, types
 from numba.extending import overload
 
 from fastbp.kernels._config import kernel
@@ -623,14 +624,32 @@ def forward_and_jacobian(spec, theta, X, A, J):
     population_jacobian(spec, thetas, X, As, Js, mode, parallel)
 
 
+def integer_which(which):
+    """Nothing at run time; a kernel that calls it fails to compile, with a message that
+    names ``which``, unless ``which`` is a 1-D array of integers."""
+
+
+@overload(integer_which, jit_options={"cache": True})
+def _integer_which_overload(which):
+    if not (
+        isinstance(which, types.Array)
+        and which.ndim == 1
+        and isinstance(which.dtype, types.Integer)
+    ):
+        raise errors.TypingError(f"which must be a 1-D array of integers; got {which}")
+    return lambda which: None
+
+
 @kernel
 def sobolev_loss(spec, theta, X, T, which, out):
     """``out[p] <- (1/n) Σ_i ½ ‖prediction_i - T_i‖²``: out (P,), or (1,) for theta (D,).
 
     ``prediction_i`` is ``A_L(X_i)`` where ``which[i] == -1`` and ``∂A_L/∂x_j (X_i)``
-    where ``which[i] == j``; X (n, n0) with n >= 1, T (n, nL), which int64 (n,).
+    where ``which[i] == j``; X (n, n0) with n >= 1, T (n, nL), which (n,) of any
+    integer dtype.
     """
     c_contiguous(spec, theta, X, T, which, out)
+    integer_which(which)
     thetas = as_population(theta)
     check_network(spec, thetas, X)
     n = X.shape[0]

@@ -176,6 +176,21 @@ def test_kernels_refuse_arrays_that_are_not_c_contiguous_when_compiling():
             call()
 
 
+def test_sobolev_kernel_takes_which_of_any_integer_dtype_and_names_it_otherwise():
+    from numba.core.errors import TypingError
+
+    net = fastbp.MLP([2, 5, 1], hidden="tanh", output="identity")
+    theta = net.init(seed=0, population=2)
+    X = np.random.default_rng(0).uniform(-1, 1, size=(30, 2))
+    T, which = np.ones((30, 1)), np.arange(30) % 3 - 1
+    expected = fastbp.sobolev_loss(net, theta, X, T, which)
+    losses = np.empty(2)
+    sobolev_loss(net.spec, theta, X, T, which.astype(np.int32), losses)
+    np.testing.assert_array_equal(losses, expected)
+    with pytest.raises(TypingError, match="which must be a 1-D array of integers"):
+        sobolev_loss(net.spec, theta, X, T, which.astype(np.float64), losses)
+
+
 # The kernels reach parallel code through serial entry points; a new process that loads
 # them from Numba's disk cache must start Numba's thread pool before calling them.
 NEW_PROCESS = """
