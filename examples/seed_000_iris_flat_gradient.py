@@ -29,8 +29,10 @@ def hand_written(t):
     return fastbp.loss(net, t, X, y), grad
 
 
-wrong = fastbp.gradcheck(hand_written, theta)
-right = fastbp.gradcheck(lambda t: fastbp.loss_and_grad(net, t, X, y), theta)
+# Checked at a random theta: init's zero biases would hide a mistake in a bias's terms.
+probe = np.random.default_rng(1).normal(size=net.n_params)
+wrong = fastbp.gradcheck(hand_written, probe)
+right = fastbp.gradcheck(lambda t: fastbp.loss_and_grad(net, t, X, y), probe)
 print(f"hand-written gradient: max relative error {float(wrong):.2g} at theta[{wrong.index}]")
 print(f"fastbp.loss_and_grad:  max relative error {float(right):.2g}")
 print(

@@ -12,7 +12,7 @@ from fastbp.reference import sigmoid
 
 net_ce = fastbp.MLP([3, 4, 2], hidden="sigmoid", output="sigmoid", loss="cross_entropy")
 net_mse = fastbp.MLP([3, 4, 2], hidden="sigmoid", output="sigmoid", loss="mse")
-theta = net_ce.init(seed=2)
+theta = np.random.default_rng(1).normal(size=net_ce.n_params)  # random biases too
 rng = np.random.default_rng(2)
 X, Y = rng.standard_normal((20, 3)), rng.uniform(size=(20, 2))
 
