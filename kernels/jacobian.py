@@ -154,7 +154,7 @@ def _activate(code, R, b, nb, n_slabs, tw, scratch):
     product with the Jacobian of ``act`` at ``Z``.
 
     Slab 0 is ``nb`` columns wide, each tangent slab ``tw <= nb``: tangent column ``t``
-    belongs to the point of column ``t`` (see `_forward_block`)."""
+    belongs to the point of column ``t`` (see `_forward_block`). ``scratch`` (3, nb)."""
     n_out = b.shape[0]
     one = R.dtype.type(1.0)
     zero = R.dtype.type(0.0)
@@ -184,19 +184,33 @@ def _activate(code, R, b, nb, n_slabs, tw, scratch):
         for k in range(n_out):
             for t in range(nb):
                 R[k, t] *= second[t]
-        # Tangent u -> s ⊙ (u - <s, u>).
+        # Tangent u -> s ⊙ (u - <s, u>), but at an s_q above a half (a point has one at
+        # most), where 1 - s_q would lose its digits to rounding near s_q = 1 (a
+        # saturated output): u_q -> s_q Σ_k s_k (u_q - u_k), each term as small as the
+        # result (as in `fastbp.kernels.softmax`).
+        half = R.dtype.type(0.5)
+        inner, u_q = first[:tw], second[:tw]
         for s in range(1, n_slabs):
             at = nb + (s - 1) * tw
             for t in range(tw):
-                first[t] = zero
+                inner[t] = zero
+                u_q[t] = zero
             for k in range(n_out):
                 u = R[k, at : at + tw]
                 for t in range(tw):
-                    first[t] += R[k, t] * u[t]
+                    inner[t] += R[k, t] * u[t]
+                    u_q[t] += u[t] if R[k, t] > half else zero
+            d_q = scratch[2, :tw]
+            for t in range(tw):
+                d_q[t] = zero
             for k in range(n_out):
                 u = R[k, at : at + tw]
                 for t in range(tw):
-                    u[t] = R[k, t] * (u[t] - first[t])
+                    d_q[t] += R[k, t] * (u_q[t] - u[t])
+            for k in range(n_out):
+                u = R[k, at : at + tw]
+                for t in range(tw):
+                    u[t] = R[k, t] * (d_q[t] if R[k, t] > half else u[t] - inner[t])
         return
     if code == IDENTITY:
         return
@@ -268,10 +282,20 @@ def _seed_cotangents(code, A, G, n_out, nb):
     for q in range(n_out):
         for m in range(n_out):
             g = G[m, q * nb : (q + 1) * nb]
-            if code == SOFTMAX:
-                delta = one if m == q else zero
+            if code == SOFTMAX and m == q:
+                # s_q (1 - s_q), 1 - s_q summed from the other s: computed from s_q, it
+                # would keep only the digits that rounding s_q left where s_q is near 1.
                 for t in range(nb):
-                    g[t] = A[q, t] * (delta - A[m, t])
+                    g[t] = zero
+                for k in range(n_out):
+                    if k != q:
+                        for t in range(nb):
+                            g[t] += A[k, t]
+                for t in range(nb):
+                    g[t] *= A[q, t]
+            elif code == SOFTMAX:
+                for t in range(nb):
+                    g[t] = -A[q, t] * A[m, t]
             elif m != q:
                 for t in range(nb):
                     g[t] = zero
@@ -464,7 +488,7 @@ def jacobian_items(spec, thetas, X, A, J, mode, first, stop):
     # of a 128-point block's time).
     n_buffers = L + 3 if reverse else 2
     buffers = np.empty((n_buffers, _max_width(spec), n_slabs * nb), dtype=thetas.dtype)
-    scratch = np.empty((2, nb), dtype=thetas.dtype)
+    scratch = np.empty((3, nb), dtype=thetas.dtype)
     empty = np.empty(0, dtype=np.int64)
     for item in range(first, stop):
         p = item // blocks
@@ -518,7 +542,7 @@ def sobolev_items(spec, thetas, X, T, which, partial, first, stop):
     nb, _, _ = _schedule(spec[3], spec[spec.shape[0] - 1], thetas.shape[1], ONE, n, TWO)
     blocks = partial.shape[1]
     buffers = np.empty((2, _max_width(spec), 2 * nb), dtype=thetas.dtype)
-    scratch = np.empty((2, nb), dtype=thetas.dtype)
+    scratch = np.empty((3, nb), dtype=thetas.dtype)
     rows = np.empty(nb, dtype=np.int64)
     Xb = np.empty((nb, X.shape[1]), dtype=X.dtype)  # X's type, which X shares with Xb
     runs = np.empty((2, spec[3] + 1), dtype=np.int64)

@@ -66,6 +66,24 @@ def test_stable_for_logits_of_ten_thousand(dtype):
 
 
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("dtype, big", [(np.float64, 40.0), (np.float32, 15.0)])
+def test_a_saturated_row_keeps_the_digits_of_one_minus_its_largest_s(backend, dtype, big):
+    # Z = [0, 0, big]: 1 - s_2 = 2e / (1 + 2e) with e = exp(-big), below the rounding of
+    # s_2 itself (float64: J[2, 2] came out 0, and the VJP's last entry too).
+    e = np.exp(-big)
+    s = np.array([e, e, 1.0]) / (1 + 2 * e)
+    g = np.array([1.0, 2.0, 3.0])
+    J = np.diag(s) - np.outer(s, s)
+    J[2, 2] = s[2] * (s[0] + s[1])
+    V = s * (g - g @ s)
+    V[2] = s[2] * (s[0] * (g[2] - g[0]) + s[1] * (g[2] - g[1]))
+    Z, G = np.array([[0.0, 0.0, big]], dtype=dtype), g[None, :].astype(dtype)
+    rtol = 1e-13 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(fastbp.softmax_jacobian(Z, backend=backend)[0], J, rtol=rtol)
+    np.testing.assert_allclose(fastbp.softmax_vjp(Z, G, backend=backend)[0], V, rtol=rtol)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
 def test_logits_at_the_ends_of_the_float_range(backend):
     # z - max(z) rounds to -inf here: its exp is the 0 wanted, with no overflow warning
     # (warnings are errors in this test suite).
