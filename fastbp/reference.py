@@ -92,18 +92,12 @@ DERIVATIVES = {
 }
 
 
-# The softmax's derivatives, s_i (δ_ij - s_j), hold 1 - s_i for the largest s_i. Where
-# that s is near 1 (a saturated row: logits [1, 2, 28] give 1 - 1.9e-12), 1 - s_i
-# computed from s_i keeps only the few digits that rounding s_i left, a relative error
-# of 1e-4 or so in that row's derivatives. Each function below takes the largest entry
-# q of each row apart: its 1 - s_q is the sum of the other entries, and its row of
-# ``J @ M`` is ``s_q Σ_i s_i (M_q - M_i)``, whose terms are all as small as the result.
-
-
-def _largest(S):
-    """Index ``q (..., 1)`` of each row's largest entry, and ``s_q`` (..., 1)."""
-    q = S.argmax(axis=-1)[..., None]
-    return q, np.take_along_axis(S, q, axis=-1)
+# The softmax's derivatives, s_i (δ_ij - s_j), hold 1 - s_i. Where an s_q is near 1 (a
+# saturated row: logits [1, 2, 28] give 1 - s_q = 1.9e-12), 1 - s_q computed from s_q
+# keeps only the digits that rounding s_q left, a relative error of 1e-4 or so in that
+# row's derivatives. So at an entry above a half (a row has one at most), 1 - s_q is
+# the sum of the row's other entries, and the q-th row of ``J @ M`` is
+# ``s_q Σ_i s_i (M_q - M_i)``, whose terms are all as small as the result.
 
 
 def softmax_jacobian(Z):
@@ -119,26 +113,26 @@ def softmax_jacobian(Z):
     """
     S = softmax(Z)
     K = S.shape[-1]
-    eye = np.eye(K, dtype=S.dtype)
-    J = S[..., :, None] * (eye - S[..., None, :])
-    # J[q, q] = s_q (1 - s_q), with 1 - s_q summed from the others (see above).
-    q, s_q = _largest(S)
-    others = np.where(np.arange(K) == q, 0, S).sum(axis=-1, keepdims=True)
-    flat = J.reshape(-1, K * K)
-    np.put_along_axis(flat, q.reshape(-1, 1) * (K + 1), (s_q * others).reshape(-1, 1), axis=1)
+    J = S[..., :, None] * (np.eye(K, dtype=S.dtype) - S[..., None, :])
+    # J[q, q] = s_q (1 - s_q) at the s_q above a half, its 1 - s_q the others' sum.
+    # (A row sum as a product: NumPy's sum along a short last axis took 3 ms of 100 000
+    # rows of 10, the product 1.1, and the reference's time is the speed baseline.)
+    above = S > 0.5
+    rest = np.where(above, 0, S) @ np.ones(K, dtype=S.dtype)
+    diagonal = J.reshape(J.shape[:-2] + (K * K,))[..., :: K + 1]  # a view into J
+    np.copyto(diagonal, S * rest[..., None], where=above)
     return J
 
 
 def _softmax_times(S, M):
-    """``J @ M`` for each row's softmax Jacobian ``J`` (of the probabilities ``S``
-    (..., K)) and ``M`` (..., K, c): ``s_k (M_k - Σ_i s_i M_i)``, and at each row's
-    largest entry ``q``, ``s_q Σ_i s_i (M_q - M_i)`` (see above)."""
-    JM = S[..., :, None] * (M - np.einsum("...k,...kc->...c", S, M)[..., None, :])
-    q, s_q = _largest(S)
-    M_q = np.take_along_axis(M, q[..., None], axis=-2)
-    JM_q = s_q[..., None] * np.einsum("...k,...kc->...c", S, M_q - M)[..., None, :]
-    np.put_along_axis(JM, q[..., None], JM_q, axis=-2)
-    return JM
+    """``J @ M`` for each row's softmax Jacobian ``J`` (at the probabilities ``S``
+    (..., K)) and ``M`` (..., K, c): ``s_k (M_k - Σ_i s_i M_i)``, and at the s_q above a
+    half, ``s_q Σ_i s_i (M_q - M_i)`` (see above)."""
+    above = (S > 0.5)[..., None]
+    M_q = np.where(above, M, 0).sum(axis=-2, keepdims=True)  # 0 where no s is above
+    inner = np.einsum("...k,...kc->...c", S, M)[..., None, :]
+    JM_q = np.einsum("...k,...kc->...c", S, M_q - M)[..., None, :]
+    return S[..., :, None] * np.where(above, JM_q, M - inner)
 
 
 def softmax_vjp(Z, G):
