@@ -420,7 +420,7 @@ def _sobolev_block(spec, thetas, p, X, T, which, start, size, buffers, scratch, 
     in_order = True
     previous = 0
     for t in range(size):
-        key = which[start + t]
+        key = np.int64(which[start + t])
         if key < 0:
             key = n0
         counts[key] += 1
@@ -436,7 +436,7 @@ def _sobolev_block(spec, thetas, p, X, T, which, start, size, buffers, scratch, 
         for j in range(n0 + 1):
             counts[j] = bounds[j]  # now the next free place of each key
         for t in range(size):
-            key = which[start + t]
+            key = np.int64(which[start + t])
             if key < 0:
                 key = n0
             rows[counts[key]] = start + t

@@ -185,7 +185,12 @@ def test_sobolev_kernel_takes_which_of_any_integer_dtype_and_names_it_otherwise(
     T, which = np.ones((30, 1)), np.arange(30) % 3 - 1
     expected = fastbp.sobolev_loss(net, theta, X, T, which)
     losses = np.empty(2)
-    sobolev_loss(net.spec, theta, X, T, which.astype(np.int32), losses)
+    for dtype in (np.int32, np.int8):
+        sobolev_loss(net.spec, theta, X, T, which.astype(dtype), losses)
+        np.testing.assert_array_equal(losses, expected)
+    directions = np.maximum(which, 0)  # unsigned: no value rows
+    expected = fastbp.sobolev_loss(net, theta, X, T, directions)
+    sobolev_loss(net.spec, theta, X, T, directions.astype(np.uint64), losses)
     np.testing.assert_array_equal(losses, expected)
     with pytest.raises(TypingError, match="which must be a 1-D array of integers"):
         sobolev_loss(net.spec, theta, X, T, which.astype(np.float64), losses)
