@@ -197,7 +197,9 @@ def _row_losses_and_output_delta(mlp, Z, A, Y):
         with np.errstate(over="ignore"):  # as in `softmax`
             S = Z - Z.max(axis=1, keepdims=True)
         log_sum = np.log(np.exp(S).sum(axis=1, keepdims=True))
-        row_loss = (Y * (log_sum - S)).sum(axis=1)
+        # A class of weight 0 adds 0, also where its S rounded to -inf (0 * inf).
+        with np.errstate(invalid="ignore"):
+            row_loss = np.where(Y == 0, 0, Y * (log_sum - S)).sum(axis=1)
         delta = A * Y.sum(axis=1, keepdims=True) - Y
     elif mlp.loss == "cross_entropy":
         # Binary cross-entropy from the logits: softplus(z) - y z.

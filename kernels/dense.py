@@ -330,7 +330,8 @@ def _targets_loss_and_delta(output, loss, Z, Y, delta, temps, scale):
             for k in range(K):
                 for i in range(n):
                     y = T[k, i]
-                    total += y * (s[i] - Z[k, i])
+                    # 0, not 0 * inf, for a class of weight 0 whose Z rounded far below
+                    total += zero if y == zero else y * (s[i] - Z[k, i])
                     extra[i] += y
             for k in range(K):
                 for i in range(n):
