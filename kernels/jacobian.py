@@ -400,6 +400,14 @@ def _forward_block(
 
 
 @kernel
+def _sort_key(direction, n0):
+    """A Sobolev row's place in its block's order: its direction, or ``n0`` for a value
+    row (``direction`` -1); int64 whatever ``which``'s integer type."""
+    key = np.int64(direction)
+    return n0 if key < 0 else key
+
+
+@kernel
 def _sobolev_block(spec, thetas, p, X, T, which, start, size, buffers, scratch, rows, Xb, runs):
     """``Σ_i ½ ‖prediction_i - T_i‖²`` over the points of one block.
 
@@ -413,16 +421,14 @@ def _sobolev_block(spec, thetas, p, X, T, which, start, size, buffers, scratch, 
     """
     nL = spec[spec.shape[0] - 1]
     n0 = spec[3]
-    # Counting sort on the key which[i] (n0 for a value row).
+    # Counting sort on `_sort_key`.
     counts, bounds = runs[0], runs[1]
     for j in range(n0 + 1):
         counts[j] = 0
     in_order = True
     previous = 0
     for t in range(size):
-        key = np.int64(which[start + t])
-        if key < 0:
-            key = n0
+        key = _sort_key(which[start + t], n0)
         counts[key] += 1
         in_order = in_order and key >= previous
         previous = key
@@ -436,9 +442,7 @@ def _sobolev_block(spec, thetas, p, X, T, which, start, size, buffers, scratch, 
         for j in range(n0 + 1):
             counts[j] = bounds[j]  # now the next free place of each key
         for t in range(size):
-            key = np.int64(which[start + t])
-            if key < 0:
-                key = n0
+            key = _sort_key(which[start + t], n0)
             rows[counts[key]] = start + t
             counts[key] += 1
         for t in range(size):
