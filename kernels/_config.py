@@ -4,7 +4,7 @@
 and ignore the sign of zero, but keeps ``nnan`` and ``ninf`` off so that NaN and inf
 checks inside kernels keep working. ``FASTMATH_ORDERED`` drops ``reassoc`` as well, for
 code whose accuracy rests on the order of its operations (the range reductions and
-compensations in ``activations``: exp, expm1, log and log1p).
+compensations in ``activations``: exp, the sigmoid, tanh, log and log1p).
 
 Importing this module starts Numba's thread pool (3 ms here). Serial entry points such
 as ``jacobian.input_jacobian`` call parallel kernels; loaded from the disk cache in a new

@@ -5,8 +5,10 @@ does not): ``exp(x) = 2^k exp(r)`` with ``k = round(x / ln 2)`` and ``|r| <= ln(
 ``exp(r)`` from a Chebyshev polynomial of degree 10 (float64; degree 6 for float32), and
 ``2^k`` assembled from its bits in two halves so that results from the subnormal range up
 to overflow come out right. Relative error against ``np.exp``: below 1e-15 (float64).
-``exp_nonpositive``, for ``x <= 0`` (the softmax's shifted logits, the sigmoid's
-``exp(-|z|)``), gives the same bits with one scale.
+``exp_nonpositive``, for ``x <= 0`` (the softmax's shifted logits, the sigmoid
+cross-entropy's ``exp(-|z|)``), gives the same bits with one scale. The sigmoid and tanh
+share exp's range reduction but take ``exp(r)`` as a ratio of two short polynomials,
+which their own division absorbs (see the notes above `sigmoid`).
 
 Every function is generic over float32 and float64: constants are cast to the argument's
 type so that float32 code stays in float32.
@@ -107,10 +109,6 @@ _EXP32 = (
     0.0013941108434, 0.00837512639815, 0.0416663528968, 0.166664155147, 0.500000004712,
     1.00000003772, 1.0,
 )  # fmt: skip
-# (e**r - 1) / r = Σ r^j / (j + 1)!, highest degree first: to degree 12 (float64) and
-# 7 (float32), as accurate on |r| <= ln(2)/2 as the exp polynomials.
-_EXPM1_64 = tuple(1.0 / math.factorial(j + 1) for j in range(12, -1, -1))
-_EXPM1_32 = tuple(1.0 / math.factorial(j + 1) for j in range(7, -1, -1))
 # Adding 1.5 * 2^52 rounds x / ln 2 to the nearest integer k and leaves k in the low
 # bits of the sum: cheaper than floor and a conversion to integer.
 _SHIFT64 = 6755399441055744.0
@@ -192,32 +190,6 @@ def _exp_nonpositive32(x):
     return (p * _float32_from_bits((k + 152) << 23)) * np.float32(_TWO_TO_MINUS_25)
 
 
-@ordered
-def _expm1_negative64(x):
-    """``e**x - 1`` for ``x <= 0``, to a few units in the last place even near 0.
-
-    ``e**x - 1 = 2^k (e**r - 1) + (2^k - 1)``: ``e**r - 1 = r q(r)`` keeps its relative
-    accuracy as ``r`` goes to 0, and ``2^k - 1`` is exact for ``k >= -53``. Below -40
-    the result rounds to -1.
-    """
-    r, k = _reduce64(max(x, -40.0))
-    q = _EXPM1_64[0]
-    for c in literal_unroll(_EXPM1_64[1:]):
-        q = q * r + c
-    scale = _float64_from_bits((k + 1023) << 52)
-    return scale * (r * q) + (scale - 1.0)
-
-
-@ordered
-def _expm1_negative32(x):
-    r, k = _reduce32(max(x, np.float32(-20.0)))
-    q = np.float32(_EXPM1_32[0])
-    for c in literal_unroll(_EXPM1_32[1:]):
-        q = q * r + np.float32(c)
-    scale = _float32_from_bits((k + 127) << 23)
-    return scale * (r * q) + (scale - np.float32(1.0))
-
-
 # fdlibm's log: x = 2^e (1 + f) with sqrt(2)/2 <= 1 + f < sqrt(2), and
 # log(1 + f) = f - s (f - R(s^2)) with s = f / (2 + f), R a degree-7 polynomial in s^2.
 _LG1 = 6.666666666666735130e-01
@@ -288,7 +260,7 @@ def exp(x):
 def exp_nonpositive(x):
     """``e**x`` for a float32 or float64 scalar ``x <= 0`` (NaN too), equal to `exp`'s
     result bit for bit and 16 % faster (fewer operations to scale by 2^k): the softmax's
-    shifted logits and the sigmoid's ``exp(-|z|)``."""
+    shifted logits and the sigmoid cross-entropy's ``exp(-|z|)``."""
     return math.exp(x)
 
 
@@ -304,10 +276,87 @@ def _like_overload(x, value):
     return lambda x, value: np.float64(value)
 
 
-@kernel
+# The sigmoid and tanh write e**x, for x = -|z| or -2|z| = k ln 2 + r, as
+# 2^k (E + rO) / (E - rO), where E and O are quadratics in r^2 and r O / E is the minimax
+# rational approximation of tanh(r/2) on |r| <= ln(2)/2 (Lawson's iteration in 60-digit
+# mpmath; its error, 5e-18 with the coefficients rounded, is far below rounding). With
+# c = 2^k:
+#   sigmoid(z) = E - rO or c (E + rO), for z >= 0 or below, over (E - rO) + c (E + rO);
+#   tanh(|z|) = ((1 - c) E - (1 + c) rO) / ((1 + c) E - (1 - c) rO),
+# where 1 - c and 1 + c are exact, so tanh keeps its relative accuracy for tiny z
+# (k = 0: -2 rO / 2E). One division each, as before, and six multiplications where
+# exp's polynomial took ten (expm1's, for tanh, twelve). Largest relative errors in
+# float64: sigmoid 3.6e-16 (6e-16 before), tanh 2.2 eps (2.0). 0.82 -> 0.66 ns an
+# element for the sigmoid and 0.97 -> 0.73 for tanh here; a 2-16-16-1 population
+# Jacobian ran 8 % faster. Float32 takes the Pade coefficients (O = 1/2 + r^2/120,
+# E = 1 + r^2/10: 6e-9 from e**r on the range).
+_RATIONAL_O64 = (3.304124542361561e-05, 0.013887235213830989, 0.5)
+_RATIONAL_E64 = (0.0009917328044696367, 0.1111078037609909, 1.0)
+
+
+@ordered
+def _rational64(r):
+    """``(E, rO)`` with ``e**r = (E + rO) / (E - rO)``, for ``|r| <= ln(2)/2``."""
+    s = r * r
+    E = (_RATIONAL_E64[0] * s + _RATIONAL_E64[1]) * s + _RATIONAL_E64[2]
+    return E, r * ((_RATIONAL_O64[0] * s + _RATIONAL_O64[1]) * s + _RATIONAL_O64[2])
+
+
+@ordered
+def _rational32(r):
+    s = r * r
+    E = s * np.float32(0.1) + np.float32(1.0)
+    return E, r * (s * np.float32(1.0 / 120.0) + np.float32(0.5))
+
+
+@ordered
+def _sigmoid64(z):
+    r, k = _reduce64(max(-abs(z), -746.0))
+    E, rO = _rational64(r)
+    Q = E - rO
+    e = ((E + rO) * _float64_from_bits((k + 1077) << 52)) * _TWO_TO_MINUS_54
+    return (Q if z >= 0.0 else e) / (Q + e)
+
+
+@ordered
+def _sigmoid32(z):
+    r, k = _reduce32(max(-abs(z), np.float32(-104.0)))
+    E, rO = _rational32(r)
+    Q = E - rO
+    e = ((E + rO) * _float32_from_bits((k + 152) << 23)) * np.float32(_TWO_TO_MINUS_25)
+    return (Q if z >= np.float32(0.0) else e) / (Q + e)
+
+
+@_compiled_as(_sigmoid64, _sigmoid32)
 def sigmoid(z):
-    """``1 / (1 + exp(-z))`` without overflow: exp is only taken of ``-|z|``."""
-    return sigmoid_from(z, exp_nonpositive(-abs(z)))
+    """``1 / (1 + exp(-z))`` for a float32 or float64 scalar, without overflow (only
+    ``exp(-|z|)`` is formed); vectorisable."""
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+# Beyond |z| = 20 (float64; 10 for float32) tanh rounds to 1: the clamps keep 2^k normal.
+@ordered
+def _tanh64(z):
+    r, k = _reduce64(max(-2.0 * abs(z), -40.0))
+    E, rO = _rational64(r)
+    c = _float64_from_bits((k + 1023) << 52)
+    return math.copysign(((1.0 - c) * E - (1.0 + c) * rO) / ((1.0 + c) * E - (1.0 - c) * rO), z)
+
+
+@ordered
+def _tanh32(z):
+    r, k = _reduce32(max(np.float32(-2.0) * abs(z), np.float32(-20.0)))
+    E, rO = _rational32(r)
+    c = _float32_from_bits((k + 127) << 23)
+    one = np.float32(1.0)
+    return math.copysign(((one - c) * E - (one + c) * rO) / ((one + c) * E - (one - c) * rO), z)
+
+
+@_compiled_as(_tanh64, _tanh32)
+def tanh(z):
+    """``tanh(z)`` for a float32 or float64 scalar, to a few units in the last place for
+    every ``z``, tiny ones included; vectorisable (libm's tanh is not)."""
+    return math.tanh(z)
 
 
 @kernel
@@ -316,21 +365,6 @@ def sigmoid_from(z, e):
     ``1 / (1 + e)`` or ``e / (1 + e)``, one division and no multiplication."""
     one = like(z, 1.0)
     return (one if z >= like(z, 0.0) else e) / (one + e)
-
-
-@_compiled_as(_expm1_negative64, _expm1_negative32)
-def expm1_negative(x):
-    """``e**x - 1`` for a float32 or float64 scalar ``x <= 0``, vectorisable."""
-    return math.expm1(x)
-
-
-@kernel
-def tanh(z):
-    """``tanh(z) = -m / (2 + m)`` with ``m = e**(-2|z|) - 1``, sign restored; one
-    vectorisable exp (libm's tanh does not vectorise). A few units in the last place
-    for every ``z``, tiny ones included (``m`` keeps its relative accuracy near 0)."""
-    m = expm1_negative(like(z, -2.0) * abs(z))
-    return math.copysign(-m / (like(z, 2.0) + m), z)
 
 
 @kernel

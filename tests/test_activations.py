@@ -94,6 +94,20 @@ def test_sigmoid_is_stable_and_accurate():
     assert np.isfinite(got).all()
 
 
+def test_sigmoid_float32_stays_float32_and_accurate():
+    rng = np.random.default_rng(6)
+    x = np.concatenate([rng.uniform(-87, 30, 100_000), rng.uniform(-1, 1, 20_000)])
+    x = x.astype(np.float32)
+    got = apply("sigmoid", x)
+    assert got.dtype == np.float32
+    z = x.astype(np.float64)
+    e = np.exp(-np.abs(z))
+    expected = np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+    np.testing.assert_allclose(got, expected, rtol=4 * np.finfo(np.float32).eps, atol=0)
+    edges = apply("sigmoid", np.array([-1e30, -104.0, 0.0, 1e30, np.inf, -np.inf], np.float32))
+    np.testing.assert_array_equal(edges, [0.0, 0.0, 0.5, 1.0, 1.0, 0.0])
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_tanh_keeps_relative_accuracy_for_every_magnitude(dtype):
     # Tiny arguments are where tanh from (1 - e) / (1 + e) loses every digit.
