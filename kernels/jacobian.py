@@ -214,41 +214,33 @@ def _activate(code, R, b, nb, n_slabs, tw, scratch):
         return
     if code == IDENTITY:
         return
-    # R[k, t] rather than a row view in these loops: with a view, the Sobolev loss took 4 %
-    # longer.
+    # R[k, t] rather than a row view in the activation loops: with a view, the Sobolev
+    # loss took 4 % longer. The tangents then take the derivative from the activations
+    # just written, through views: keeping it in scratch as the activations were computed
+    # made a 16-unit sigmoid layer of 128 points and 88 tangents take 1.75 us, not 1.35.
     for k in range(n_out):
         bk = b[k]
-        if n_slabs == 1:  # values only: no derivative to carry (3 % of a reverse pass)
-            if code == SIGMOID:
-                for t in range(nb):
-                    R[k, t] = sigmoid(R[k, t] + bk)
-            elif code == TANH:
-                for t in range(nb):
-                    R[k, t] = tanh(R[k, t] + bk)
-            else:  # RELU
-                for t in range(nb):
-                    R[k, t] = max(R[k, t] + bk, zero)
-            continue
         if code == SIGMOID:
             for t in range(nb):
-                a = sigmoid(R[k, t] + bk)
-                R[k, t] = a
-                first[t] = a * (one - a)
+                R[k, t] = sigmoid(R[k, t] + bk)
         elif code == TANH:
             for t in range(nb):
-                a = tanh(R[k, t] + bk)
-                R[k, t] = a
-                first[t] = one - a * a
+                R[k, t] = tanh(R[k, t] + bk)
         else:  # RELU
             for t in range(nb):
-                a = max(R[k, t] + bk, zero)
-                R[k, t] = a
-                first[t] = one if a > zero else zero
+                R[k, t] = max(R[k, t] + bk, zero)
+        a = R[k, :tw]
         for s in range(1, n_slabs):
-            at = nb + (s - 1) * tw
-            u = R[k, at : at + tw]
-            for t in range(tw):
-                u[t] *= first[t]
+            u = R[k, nb + (s - 1) * tw : nb + s * tw]
+            if code == SIGMOID:
+                for t in range(tw):
+                    u[t] *= a[t] * (one - a[t])
+            elif code == TANH:
+                for t in range(tw):
+                    u[t] *= one - a[t] * a[t]
+            else:  # RELU
+                for t in range(tw):
+                    u[t] *= one if a[t] > zero else zero
 
 
 @kernel
