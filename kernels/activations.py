@@ -368,26 +368,6 @@ def sigmoid_from(z, e):
 
 
 @kernel
-def activate_rows(code, Z):
-    """``Z <- act(Z)`` in place, element by element (sigmoid, tanh, relu, identity)."""
-    n, m = Z.shape
-    if code == SIGMOID:
-        for i in range(n):
-            for j in range(m):
-                Z[i, j] = sigmoid(Z[i, j])
-    elif code == TANH:
-        for i in range(n):
-            for j in range(m):
-                Z[i, j] = tanh(Z[i, j])
-    elif code == RELU:
-        zero = Z.dtype.type(0.0)
-        for i in range(n):
-            for j in range(m):
-                Z[i, j] = max(Z[i, j], zero)
-    # IDENTITY: nothing to do
-
-
-@kernel
 def multiply_by_derivative(code, A, G):
     """``G <- G * act'(Z)`` in place, with the derivative written in terms of ``A = act(Z)``.
 
