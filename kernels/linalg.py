@@ -97,33 +97,50 @@ def product(A, transposed, H, R, ncols, add):
                 R[k + 3, c] = t3 + e0 * h0 + e1 * h1 + e2 * h2 + e3 * h3
             i += 4
             more = YES
-        # The passes over fewer than four inputs add to zeroed rows: the choice between
-        # R and 0 in their loops made them slower than zeroing first.
-        if i < n_in and not more:
-            for c in range(ncols):
-                R[k, c] = R[k + 1, c] = R[k + 2, c] = R[k + 3, c] = zero
+        # The passes over fewer than four inputs write the rows if no pass has (a first
+        # layer with one to three inputs): zeroing them first and adding took 3x as long
+        # for 2 inputs, 16 outputs and 128 points (664 against 214 ns), and a choice
+        # between R and 0 inside one loop was slower still.
         if i + 2 <= n_in:
             c0 = i * js
             c1 = c0 + js
             a0, a1, b0, b1 = M[r0 + c0], M[r0 + c1], M[r1 + c0], M[r1 + c1]
             d0, d1, e0, e1 = M[r2 + c0], M[r2 + c1], M[r3 + c0], M[r3 + c1]
-            for c in range(ncols):
-                h0 = H[i, c]
-                h1 = H[i + 1, c]
-                R[k, c] += a0 * h0 + a1 * h1
-                R[k + 1, c] += b0 * h0 + b1 * h1
-                R[k + 2, c] += d0 * h0 + d1 * h1
-                R[k + 3, c] += e0 * h0 + e1 * h1
+            if more:
+                for c in range(ncols):
+                    h0 = H[i, c]
+                    h1 = H[i + 1, c]
+                    R[k, c] += a0 * h0 + a1 * h1
+                    R[k + 1, c] += b0 * h0 + b1 * h1
+                    R[k + 2, c] += d0 * h0 + d1 * h1
+                    R[k + 3, c] += e0 * h0 + e1 * h1
+            else:
+                for c in range(ncols):
+                    h0 = H[i, c]
+                    h1 = H[i + 1, c]
+                    R[k, c] = a0 * h0 + a1 * h1
+                    R[k + 1, c] = b0 * h0 + b1 * h1
+                    R[k + 2, c] = d0 * h0 + d1 * h1
+                    R[k + 3, c] = e0 * h0 + e1 * h1
             i += 2
+            more = YES
         if i < n_in:
             c0 = i * js
             a0, b0, d0, e0 = M[r0 + c0], M[r1 + c0], M[r2 + c0], M[r3 + c0]
-            for c in range(ncols):
-                h0 = H[i, c]
-                R[k, c] += a0 * h0
-                R[k + 1, c] += b0 * h0
-                R[k + 2, c] += d0 * h0
-                R[k + 3, c] += e0 * h0
+            if more:
+                for c in range(ncols):
+                    h0 = H[i, c]
+                    R[k, c] += a0 * h0
+                    R[k + 1, c] += b0 * h0
+                    R[k + 2, c] += d0 * h0
+                    R[k + 3, c] += e0 * h0
+            else:
+                for c in range(ncols):
+                    h0 = H[i, c]
+                    R[k, c] = a0 * h0
+                    R[k + 1, c] = b0 * h0
+                    R[k + 2, c] = d0 * h0
+                    R[k + 3, c] = e0 * h0
         k += 4
     while k < n_out:
         r0 = k * ks
