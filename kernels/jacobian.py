@@ -42,8 +42,10 @@ padded to whole vectors, see ``_lanes``):
   pass, without forming any Jacobian. In each block the derivative rows go first, and
   the tangent slab covers only them.
 
-Work items are (network, block of points) pairs; the parallel variants hand contiguous
-ranges of items to the threads, and each range allocates its scratch once.
+Work items are (network, block of points) pairs. The blocks' points are transposed (and,
+for the Sobolev loss, ordered) once a call for all the networks; the parallel variants
+hand contiguous ranges of items to the threads, and each range allocates its scratch
+once.
 """
 
 import numpy as np
@@ -321,16 +323,15 @@ def _lanes(size):
 
 
 @kernel
-def _forward_block(
-    spec, thetas, p, X, start, size, nb, n_slabs, tw, directions, buffers, keep_all, scratch
-):
-    """Forward pass of network ``p`` over points ``start .. start+size``; returns the
-    index of the buffer holding the output layer.
+def _forward_block(spec, thetas, p, H, nb, n_slabs, tw, directions, buffers, keep_all, scratch):
+    """Forward pass of network ``p`` over a block of points; returns the index of the
+    buffer holding the output layer.
 
-    The values' slab is ``nb >= size`` columns wide, ``nb`` a multiple of 8 (see
-    `_lanes`): the columns past ``size`` hold zeros as inputs, so that every loop runs in
-    whole vectors (a population Jacobian on 133 points, blocks of 128 and 5, took 4.6 %
-    longer with scalar tails); their results are not read.
+    ``H`` (n0, >= nb): the block's inputs, feature-major (`_input_blocks`). The values'
+    slab is ``nb`` columns wide, ``nb`` a multiple of 8 (see `_lanes`): the columns past
+    the block's last point hold zeros as inputs, so that every loop runs in whole
+    vectors (a population Jacobian on 133 points, blocks of 128 and 5, took 4.6 % longer
+    with scalar tails); their results are not read.
 
     ``n_slabs == 1``: values only. Otherwise tangent slab ``s``, ``tw`` columns wide
     (a multiple of 8, at most ``nb``) for the block's first ``tw`` points, starts as
@@ -345,14 +346,7 @@ def _forward_block(
     hidden, output = spec[0], spec[1]
     L = spec.shape[0] - 4
     n0 = spec[3]
-    H = buffers[0]
-    for t in range(size):
-        for j in range(n0):
-            H[j, t] = X[start + t, j]
     zero = H.dtype.type(0.0)
-    for j in range(n0):
-        for t in range(size, nb):
-            H[j, t] = zero
     ncols = nb + (n_slabs - 1) * tw
     offset = 0
     current = 0
@@ -400,61 +394,93 @@ def _sort_key(direction, n0):
 
 
 @kernel
-def _sobolev_block(spec, thetas, p, X, T, which, start, size, buffers, scratch, rows, Xb, runs):
-    """``Σ_i ½ ‖prediction_i - T_i‖²`` over the points of one block.
+def _input_blocks(X, nb, blocks):
+    """X's rows in blocks of ``nb`` points, feature-major: ``(blocks, n0, nb)``, zeros
+    past the last point (see `_forward_block`). Made once a call, for every network: each
+    block's copy cost as much as its first layer's product."""
+    n, n0 = X.shape
+    Xt = np.empty((blocks, n0, nb), dtype=X.dtype)
+    zero = X.dtype.type(0.0)
+    for b in range(blocks):
+        start = b * nb
+        size = min(nb, n - start)
+        for j in range(n0):
+            x = Xt[b, j]
+            for t in range(size):
+                x[t] = X[start + t, j]
+            for t in range(size, nb):
+                x[t] = zero
+    return Xt
 
-    The block's derivative rows go first, sorted by direction (``which``), then its
-    value rows, each kind in their order: the tangent slab then covers the derivative
+
+@kernel
+def _sobolev_blocks(X, T, which, nb, blocks):
+    """The Sobolev loss's blocks, ordered once a call for every network: ``(Xt, Tt,
+    runs)``.
+
+    In each block the derivative rows go first, sorted by direction (``which``), then
+    the value rows, each kind in their order: the tangent slab then covers the derivative
     rows only (for 2-16-16-1 networks on 256 points, one thread: 48 ns a point instead
     of 72 when all are value rows, 72 instead of 75 when a third are), and starts as a
-    fill of each direction's run (see `_forward_block`). Scratch for ``nb`` points:
-    ``rows`` (the order) and ``Xb`` (X's rows in that order, for a block not in it
-    already); ``runs`` (2, n0 + 1) int64.
+    fill of each direction's run (see `_forward_block`). ``Xt`` (blocks, n0, nb) and
+    ``Tt`` (blocks, nL, nb): X's and T's rows in that order, feature-major, zeros past the
+    block's last point; ``runs[b, j]``: the first column of direction ``j``, and
+    ``runs[b, n0]`` the number of derivative rows. Sorting each block for each network
+    took a tenth of the loss's time.
     """
-    nL = spec[spec.shape[0] - 1]
-    n0 = spec[3]
-    # Counting sort on `_sort_key`.
-    counts, bounds = runs[0], runs[1]
-    for j in range(n0 + 1):
-        counts[j] = 0
-    in_order = True
-    previous = 0
-    for t in range(size):
-        key = _sort_key(which[start + t], n0)
-        counts[key] += 1
-        in_order = in_order and key >= previous
-        previous = key
-    total_before = 0
-    for j in range(n0 + 1):
-        bounds[j] = total_before
-        total_before += counts[j]
-    n_derivatives = size - counts[n0]
-    source, first = X, start
-    if not in_order:
+    n, n0 = X.shape
+    nL = T.shape[1]
+    Xt = np.zeros((blocks, n0, nb), dtype=X.dtype)
+    Tt = np.zeros((blocks, nL, nb), dtype=X.dtype)
+    runs = np.empty((blocks, n0 + 1), dtype=np.int64)
+    place = np.empty(n0 + 1, dtype=np.int64)
+    for b in range(blocks):
+        start = b * nb
+        size = min(nb, n - start)
+        place[:] = 0
+        for t in range(size):
+            place[_sort_key(which[start + t], n0)] += 1
+        total_before = 0
         for j in range(n0 + 1):
-            counts[j] = bounds[j]  # now the next free place of each key
+            runs[b, j] = total_before
+            total_before, place[j] = total_before + place[j], total_before
         for t in range(size):
             key = _sort_key(which[start + t], n0)
-            rows[counts[key]] = start + t
-            counts[key] += 1
-        for t in range(size):
+            column = place[key]
+            place[key] += 1
             for j in range(n0):
-                Xb[t, j] = X[rows[t], j]
-        source, first = Xb, ZERO
+                Xt[b, j, column] = X[start + t, j]
+            for k in range(nL):
+                Tt[b, k, column] = T[start + t, k]
+    return Xt, Tt, runs
+
+
+@kernel
+def _sobolev_block(spec, thetas, p, H, Tb, runs, size, buffers, scratch):
+    """``Σ_i ½ ‖prediction_i - T_i‖²`` over the ``size`` points of one block, ordered
+    as `_sobolev_blocks` leaves them: inputs ``H`` (n0, nb), targets ``Tb`` (nL, nb),
+    ``runs`` (n0 + 1,)."""
+    nL = spec[spec.shape[0] - 1]
+    n0 = spec[3]
+    n_derivatives = runs[n0]
     width = _lanes(size)
     n_slabs = TWO if n_derivatives > 0 else ONE
     last = _forward_block(
-        spec, thetas, p, source, first, size, width, n_slabs, _lanes(n_derivatives), bounds,
-        buffers, NO, scratch,
-    )  # fmt: skip
+        spec, thetas, p, H, width, n_slabs, _lanes(n_derivatives), runs, buffers, NO, scratch
+    )
     R = buffers[last]
     total = R.dtype.type(0.0)
     half = R.dtype.type(0.5)
-    for t in range(size):
-        column = t if t >= n_derivatives else width + t
-        row = start + t if in_order else rows[t]
-        for k in range(nL):
-            r = R[k, column] - T[row, k]
+    for k in range(nL):
+        # The derivative rows' predictions are in the tangent slab, the values' in slab 0.
+        target = Tb[k, :size]
+        derivatives = R[k, width : width + n_derivatives]
+        for t in range(n_derivatives):
+            r = derivatives[t] - target[t]
+            total += half * r * r
+        values = R[k, :size]
+        for t in range(n_derivatives, size):
+            r = values[t] - target[t]
             total += half * r * r
     return total
 
@@ -463,21 +489,22 @@ def _sobolev_block(spec, thetas, p, X, T, which, start, size, buffers, scratch, 
 
 
 @kernel
-def jacobian_items(spec, thetas, X, A, J, mode, first, stop):
-    """Outputs and input Jacobians for work items ``first .. stop``, serially.
+def _block_size(spec, thetas, n, n_slabs):
+    """``(nb, blocks)``: points per block, and blocks, for ``n`` points."""
+    nb, _, _ = _schedule(spec[3], spec[spec.shape[0] - 1], thetas.shape[1], ONE, n, n_slabs)
+    return nb, (n + nb - 1) // nb
 
-    Item ``q`` is network ``q // blocks`` on block ``q % blocks`` of the points.
-    thetas (P, D); X (n, n0); A (P, n, nL), or (0, 0, 0) to skip the outputs;
-    J (P, n, nL, n0); ``mode`` FORWARD or REVERSE.
-    """
+
+@kernel
+def _jacobian_range(spec, thetas, Xt, A, J, mode, first, stop):
+    """`jacobian_items` on the inputs in blocks, ``Xt`` from `_input_blocks`."""
     L = spec.shape[0] - 4
     n0 = spec[3]
     nL = spec[spec.shape[0] - 1]
-    n = X.shape[0]
+    n = J.shape[1]
     reverse = mode == REVERSE
     n_slabs = nL if reverse else n0 + 1
-    nb, _, _ = _schedule(n0, nL, thetas.shape[1], ONE, n, n_slabs)
-    blocks = (n + nb - 1) // nb
+    blocks, nb = Xt.shape[0], Xt.shape[2]
     # Forward mode alternates two buffers; reverse mode keeps every layer's activations
     # and alternates two more for the cotangents.
     # Not zeroed: every step writes the rows and columns it reads (zeroing took a tenth
@@ -488,13 +515,14 @@ def jacobian_items(spec, thetas, X, A, J, mode, first, stop):
     empty = np.empty(0, dtype=np.int64)
     for item in range(first, stop):
         p = item // blocks
-        start = (item % blocks) * nb
+        block = item % blocks
+        start = block * nb
         size = min(nb, n - start)
         width = _lanes(size)
         forward_slabs = ONE if reverse else n_slabs
         last = _forward_block(
-            spec, thetas, p, X, start, size, width, forward_slabs, width, empty, buffers,
-            reverse, scratch,
+            spec, thetas, p, Xt[block], width, forward_slabs, width, empty, buffers, reverse,
+            scratch,
         )  # fmt: skip
         R = buffers[last]
         if A.shape[0] > 0:
@@ -518,14 +546,45 @@ def jacobian_items(spec, thetas, X, A, J, mode, first, stop):
         _scatter(G, width, ZERO, n0, nL, J[p].reshape((n, nL * n0)), start, size, YES)
 
 
+@kernel
+def jacobian_items(spec, thetas, X, A, J, mode, first, stop):
+    """Outputs and input Jacobians for work items ``first .. stop``, serially.
+
+    Item ``q`` is network ``q // blocks`` on block ``q % blocks`` of the points.
+    thetas (P, D); X (n, n0); A (P, n, nL), or (0, 0, 0) to skip the outputs;
+    J (P, n, nL, n0); ``mode`` FORWARD or REVERSE.
+    """
+    n_slabs = spec[spec.shape[0] - 1] if mode == REVERSE else spec[3] + 1
+    nb, blocks = _block_size(spec, thetas, X.shape[0], n_slabs)
+    _jacobian_range(spec, thetas, _input_blocks(X, nb, blocks), A, J, mode, first, stop)
+
+
 @kernel(parallel=True)
 def jacobian_items_parallel(spec, thetas, X, A, J, mode, n_items):
     """``jacobian_items`` for items ``0 .. n_items`` on all threads."""
+    n_slabs = spec[spec.shape[0] - 1] if mode == REVERSE else spec[3] + 1
+    nb, blocks = _block_size(spec, thetas, X.shape[0], n_slabs)
+    Xt = _input_blocks(X, nb, blocks)
     chunks = min(n_items, MAX_CHUNKS)
     for chunk in prange(chunks):
         first = chunk * n_items // chunks
         stop = (chunk + 1) * n_items // chunks
-        jacobian_items(spec, thetas, X, A, J, mode, first, stop)
+        _jacobian_range(spec, thetas, Xt, A, J, mode, first, stop)
+
+
+@kernel
+def _sobolev_range(spec, thetas, Xt, Tt, runs, partial, n, first, stop):
+    """`sobolev_items` on the blocks ordered by `_sobolev_blocks`."""
+    blocks, nb = Xt.shape[0], Xt.shape[2]
+    buffers = np.empty((2, _max_width(spec), 2 * nb), dtype=thetas.dtype)
+    scratch = np.empty((3, nb), dtype=thetas.dtype)
+    for item in range(first, stop):
+        p = item // blocks
+        block = item % blocks
+        size = min(nb, n - block * nb)
+        partial[p, block] = _sobolev_block(
+            spec, thetas, p, Xt[block], Tt[block], runs[block], size, buffers, scratch
+        )
 
 
 @kernel
@@ -534,31 +593,21 @@ def sobolev_items(spec, thetas, X, T, which, partial, first, stop):
 
     partial (P, blocks), with blocks of ``_schedule(..., n_slabs=2)[0]`` points.
     """
-    n = X.shape[0]
-    nb, _, _ = _schedule(spec[3], spec[spec.shape[0] - 1], thetas.shape[1], ONE, n, TWO)
-    blocks = partial.shape[1]
-    buffers = np.empty((2, _max_width(spec), 2 * nb), dtype=thetas.dtype)
-    scratch = np.empty((3, nb), dtype=thetas.dtype)
-    rows = np.empty(nb, dtype=np.int64)
-    Xb = np.empty((nb, X.shape[1]), dtype=X.dtype)  # X's type, which X shares with Xb
-    runs = np.empty((2, spec[3] + 1), dtype=np.int64)
-    for item in range(first, stop):
-        p = item // blocks
-        start = (item % blocks) * nb
-        partial[p, item % blocks] = _sobolev_block(
-            spec, thetas, p, X, T, which, start, min(nb, n - start), buffers, scratch, rows,
-            Xb, runs,
-        )  # fmt: skip
+    nb, blocks = _block_size(spec, thetas, X.shape[0], TWO)
+    Xt, Tt, runs = _sobolev_blocks(X, T, which, nb, blocks)
+    _sobolev_range(spec, thetas, Xt, Tt, runs, partial, X.shape[0], first, stop)
 
 
 @kernel(parallel=True)
 def sobolev_items_parallel(spec, thetas, X, T, which, partial, n_items):
     """``sobolev_items`` for items ``0 .. n_items`` on all threads."""
+    nb, blocks = _block_size(spec, thetas, X.shape[0], TWO)
+    Xt, Tt, runs = _sobolev_blocks(X, T, which, nb, blocks)
     chunks = min(n_items, MAX_CHUNKS)
     for chunk in prange(chunks):
         first = chunk * n_items // chunks
         stop = (chunk + 1) * n_items // chunks
-        sobolev_items(spec, thetas, X, T, which, partial, first, stop)
+        _sobolev_range(spec, thetas, Xt, Tt, runs, partial, X.shape[0], first, stop)
 
 
 @kernel
