@@ -56,7 +56,7 @@ from numba.extending import overload
 from fastbp.kernels._config import kernel
 from fastbp.kernels.activations import exp_nonpositive, sigmoid, tanh
 from fastbp.kernels.checks import c_contiguous
-from fastbp.kernels.codes import IDENTITY, SIGMOID, SOFTMAX, TANH
+from fastbp.kernels.codes import IDENTITY, RELU, SIGMOID, SOFTMAX, TANH
 from fastbp.kernels.linalg import NO, YES, matrix, product
 from fastbp.kernels.spec import check_network, n_params_before
 
@@ -302,6 +302,43 @@ def _seed_cotangents(code, A, G, n_out, nb):
 
 
 @kernel
+def _last_layer_cotangents(output, hidden, W, A, H, G, nb, scratch):
+    """Slab ``q`` of ``G`` <- the cotangent of output ``q`` at the last hidden layer,
+    ``act'(Z_{L-1}) ⊙ W_L[:, q] out'(Z_L[q])``, for an element-wise output (sigmoid or
+    identity), whose Jacobian is diagonal: `_seed_cotangents`, the product by ``W_L``
+    and `_scale_by_derivative` in one pass. ``W`` (n_{L-1}, nL); ``A`` the outputs,
+    ``H`` the last hidden layer's activations; ``scratch`` (nb,)."""
+    one = G.dtype.type(1.0)
+    zero = G.dtype.type(0.0)
+    n_rows, nL = W.shape
+    d = scratch[:nb]
+    for q in range(nL):
+        a = A[q, :nb]
+        if output == SIGMOID:
+            for t in range(nb):
+                d[t] = a[t] * (one - a[t])
+        for i in range(n_rows):
+            w = W[i, q]
+            h = H[i, :nb]
+            g = G[i, q * nb : (q + 1) * nb]
+            if output == SIGMOID:
+                for t in range(nb):
+                    g[t] = w * d[t]
+            else:  # IDENTITY
+                for t in range(nb):
+                    g[t] = w
+            if hidden == SIGMOID:
+                for t in range(nb):
+                    g[t] *= h[t] * (one - h[t])
+            elif hidden == TANH:
+                for t in range(nb):
+                    g[t] *= one - h[t] * h[t]
+            elif hidden == RELU:
+                for t in range(nb):
+                    g[t] = g[t] if h[t] > zero else zero
+
+
+@kernel
 def _scatter(R, width, first_slab, n_rows, n_slabs, out, start, size, slab_major):
     """``out[start + t, c] <- R[r, (first_slab + s) * width + t]`` for the points
     ``t < size`` of a block, rows ``r < n_rows`` and slabs ``s < n_slabs``, into column
@@ -532,9 +569,20 @@ def _jacobian_range(spec, thetas, Xt, A, J, mode, first, stop):
             continue
         # Slab k of the cotangents: ∂A_L[k]/∂(layer), carried down to the inputs.
         G = buffers[L + 1]
-        _seed_cotangents(spec[1], R, G, nL, width)
         ncols = nL * width
-        for layer in range(L, 0, -1):
+        top = L
+        if spec[1] != SOFTMAX and L > 1:
+            # The output's Jacobian is diagonal: the seed, the product by W_L and the
+            # hidden derivative in one pass (64 2-16-16-1 networks on 256 points, one
+            # thread: 906-934 us, against 947-975 in three steps).
+            offset = n_params_before(spec, L)
+            W = matrix(thetas[p], offset, spec[2 + L], nL)
+            G = buffers[L + 1 + 1]
+            _last_layer_cotangents(spec[1], spec[0], W, R, buffers[L - 1], G, width, scratch[0])
+            top = L - 1
+        else:
+            _seed_cotangents(spec[1], R, G, nL, width)
+        for layer in range(top, 0, -1):
             n_in = spec[2 + layer]
             n_out = spec[3 + layer]
             Gp = buffers[L + 1 + (L - layer + 1) % 2]
