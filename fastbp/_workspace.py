@@ -91,6 +91,38 @@ def scratch(dtype, size):
     return buffer
 
 
+# --------------------------------------------------------------------------- kept sets
+
+# A set of buffers up to this size waits, one set a thread, for the next call that needs
+# the same (see `take`).
+KEEP_MAX_BYTES = 1 << 22
+_kept = threading.local()
+
+
+def take(key, make):
+    """The buffers that the last call on this thread with this ``key`` handed to
+    `keep`, or new ones from ``make()`` (a tuple of arrays).
+
+    For the per-call buffers of `fastbp.train`: memory that the last call left mapped
+    and in cache, where new memory costs page faults and cold misses (a one-epoch call
+    on the digits took 20-26 us less of 1.33 ms). A call that fails does not hand its
+    set back, and a call inside another's (a callback that trains) finds none.
+    """
+    kept = getattr(_kept, "set", None)
+    if kept is not None and kept[0] == key:
+        _kept.set = None
+        return kept[1]
+    return make()
+
+
+def keep(key, buffers):
+    """Leave ``buffers`` (a tuple of arrays, no longer used) for the next `take` of
+    ``key`` on this thread, in place of any set left before; none over
+    ``KEEP_MAX_BYTES``."""
+    if sum(buffer.nbytes for buffer in buffers) <= KEEP_MAX_BYTES:
+        _kept.set = (key, buffers)
+
+
 # --------------------------------------------------------------------------- result pool
 
 _idle = {}  # nbytes -> blocks (aligned uint8 arrays) no result uses

@@ -241,19 +241,18 @@ def train(
         X_val = _validate.as_float(X_val, theta.dtype)
         if Y_val.dtype.kind == "f":
             Y_val = _validate.as_float(Y_val, theta.dtype)
-    # The kernels' buffers, each on a cache-line boundary (see fastbp._workspace).
-    start = theta
-    theta = _workspace.aligned_empty(start.shape, start.dtype)
-    theta[...] = start
     n = X.shape[0]
     batch_size = min(batch_size, n)
     code, hyper = optimizer._code_and_hyper()
-    state = _workspace.aligned_empty((3, theta.shape[0]), theta.dtype)
+    # The kernels' buffers, each on a cache-line boundary (see fastbp._workspace), the
+    # last call's where they fit.
+    key = (theta.shape[0], theta.dtype, X.shape[1], Y.shape[1:], Y.dtype, batch_size)
+    key += (batch_size * mlp._work_per_row,)
+    buffers = _workspace.take(key, lambda: _buffers(*key))
+    start = theta
+    theta, state, Xb, Yb, grad, work = buffers
+    theta[...] = start
     state[...] = 0
-    Xb = _workspace.aligned_empty((batch_size, X.shape[1]), theta.dtype)
-    Yb = _workspace.aligned_empty((batch_size,) + Y.shape[1:], Y.dtype)
-    grad = _workspace.aligned_empty(theta.shape, theta.dtype)
-    work = _workspace.aligned_empty(batch_size * mlp._work_per_row, theta.dtype)
     shares = 1 if kernels is None else kernels.split_shares(mlp.sizes, batch_size)
     if validation is not None:
         # Split epochs: validation products small enough for OpenBLAS's calling thread.
@@ -321,7 +320,22 @@ def train(
                     stacklevel=2,
                 )
                 break
-    return theta.copy(), history  # an array of its own, not a view of the aligned buffer
+    trained = theta.copy()  # an array of its own, not a view of the aligned buffer
+    _workspace.keep(key, buffers)
+    return trained, history
+
+
+def _buffers(D, dtype, n0, y_shape, y_dtype, batch_size, work_size):
+    """`train`'s buffers for the key it makes: ``(theta, state, Xb, Yb, grad, work)``."""
+    empty = _workspace.aligned_empty
+    return (
+        empty(D, dtype),
+        empty((3, D), dtype),
+        empty((batch_size, n0), dtype),
+        empty((batch_size,) + y_shape, y_dtype),
+        empty(D, dtype),
+        empty(work_size, dtype),
+    )
 
 
 @contextlib.contextmanager

@@ -102,6 +102,26 @@ def test_same_seed_gives_bit_identical_results_and_leaves_theta_alone():
     assert not np.array_equal(other[0], runs[0][0])
 
 
+def test_a_training_inside_a_callback_leaves_the_outer_one_alone():
+    # Each call takes the buffers the last one left (fastbp._workspace.take): one that
+    # runs inside another's callback must not take, or leave, the outer call's.
+    net = fastbp.MLP([4, 16, 3])
+    X, y = datasets.load_iris()
+    theta = net.init(seed=1)
+    options = dict(epochs=3, batch_size=16, optimizer=fastbp.Adam(0.01), seed=7)
+    plain, _ = fastbp.train(net, theta, X, y, **options)
+    inner = []
+
+    def callback(epoch, params, history):
+        inner.append(fastbp.train(net, params, X, y, **options)[0])
+
+    nested, _ = fastbp.train(net, theta, X, y, callback=callback, **options)
+    np.testing.assert_array_equal(nested, plain)
+    again, _ = fastbp.train(net, theta, X, y, **options)
+    np.testing.assert_array_equal(again, plain)
+    assert not any(np.shares_memory(a, b) for a in inner + [plain] for b in [nested, again])
+
+
 def test_iris_reaches_96_percent_training_accuracy():
     X, y = datasets.load_iris()
     net = fastbp.MLP([4, 16, 3], hidden="sigmoid", output="softmax")
