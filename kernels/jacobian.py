@@ -417,12 +417,27 @@ def _sort_key(direction, n0):
 
 
 @kernel
-def _input_blocks(X, nb, blocks):
-    """X's rows in blocks of ``nb`` points, feature-major: ``(blocks, n0, nb)``, zeros
-    past the last point (see `_forward_block`). Made once a call, for every network:
-    copied in each of a population's blocks, X took 184 ns of a 2-16-16-1 network's
-    7.9 us a block."""
+def _n_slabs(spec, mode):
+    """Columns per point in ``mode``: ``nL`` cotangents (REVERSE), or the values and
+    ``n0`` tangents (FORWARD)."""
+    return spec[spec.shape[0] - 1] if mode == REVERSE else spec[3] + 1
+
+
+@kernel
+def _blocks_of(spec, thetas, n, n_slabs):
+    """``(nb, blocks)``: points per block (`schedule`), and blocks, for ``n`` points."""
+    nb, _, _ = _schedule(spec[3], spec[spec.shape[0] - 1], thetas.shape[1], ONE, n, n_slabs)
+    return nb, (n + nb - 1) // nb
+
+
+@kernel
+def _input_blocks(spec, thetas, X, mode):
+    """X's rows in the blocks of points of ``mode``, feature-major: ``(blocks, n0, nb)``,
+    zeros past the last point (see `_forward_block`). Made once a call, for every
+    network: copied in each of a population's blocks, X took 184 ns of a 2-16-16-1
+    network's 7.9 us a block."""
     n, n0 = X.shape
+    nb, blocks = _blocks_of(spec, thetas, n, _n_slabs(spec, mode))
     Xt = np.empty((blocks, n0, nb), dtype=X.dtype)
     zero = X.dtype.type(0.0)
     for b in range(blocks):
@@ -438,9 +453,9 @@ def _input_blocks(X, nb, blocks):
 
 
 @kernel
-def _sobolev_blocks(X, T, which, nb, blocks):
-    """The Sobolev loss's blocks, ordered once a call for every network: ``(Xt, Tt,
-    runs)``.
+def _sobolev_blocks(spec, thetas, X, T, which):
+    """The Sobolev loss's blocks of points, ordered once a call for every network:
+    ``(Xt, Tt, runs)``.
 
     In each block the derivative rows go first, sorted by direction (``which``), then
     the value rows, each kind in their order: the tangent slab then covers the derivative
@@ -454,6 +469,7 @@ def _sobolev_blocks(X, T, which, nb, blocks):
     """
     n, n0 = X.shape
     nL = T.shape[1]
+    nb, blocks = _blocks_of(spec, thetas, n, TWO)
     Xt = np.zeros((blocks, n0, nb), dtype=X.dtype)
     Tt = np.zeros((blocks, nL, nb), dtype=T.dtype)
     runs = np.empty((blocks, n0 + 1), dtype=np.int64)
@@ -513,13 +529,6 @@ def _sobolev_block(spec, thetas, p, H, Tb, runs, size, buffers, scratch):
 
 
 @kernel
-def _block_size(spec, thetas, n, n_slabs):
-    """``(nb, blocks)``: points per block, and blocks, for ``n`` points."""
-    nb, _, _ = _schedule(spec[3], spec[spec.shape[0] - 1], thetas.shape[1], ONE, n, n_slabs)
-    return nb, (n + nb - 1) // nb
-
-
-@kernel
 def _jacobian_range(spec, thetas, Xt, A, J, mode, first, stop):
     """`jacobian_items` on the inputs in blocks, ``Xt`` from `_input_blocks`."""
     L = spec.shape[0] - 4
@@ -527,7 +536,7 @@ def _jacobian_range(spec, thetas, Xt, A, J, mode, first, stop):
     nL = spec[spec.shape[0] - 1]
     n = J.shape[1]
     reverse = mode == REVERSE
-    n_slabs = nL if reverse else n0 + 1
+    n_slabs = _n_slabs(spec, mode)
     blocks, nb = Xt.shape[0], Xt.shape[2]
     # Forward mode alternates two buffers; reverse mode keeps every layer's activations
     # and alternates two more for the cotangents.
@@ -589,17 +598,13 @@ def jacobian_items(spec, thetas, X, A, J, mode, first, stop):
     thetas (P, D); X (n, n0); A (P, n, nL), or (0, 0, 0) to skip the outputs;
     J (P, n, nL, n0); ``mode`` FORWARD or REVERSE.
     """
-    n_slabs = spec[spec.shape[0] - 1] if mode == REVERSE else spec[3] + 1
-    nb, blocks = _block_size(spec, thetas, X.shape[0], n_slabs)
-    _jacobian_range(spec, thetas, _input_blocks(X, nb, blocks), A, J, mode, first, stop)
+    _jacobian_range(spec, thetas, _input_blocks(spec, thetas, X, mode), A, J, mode, first, stop)
 
 
 @kernel(parallel=True)
 def jacobian_items_parallel(spec, thetas, X, A, J, mode, n_items):
     """``jacobian_items`` for items ``0 .. n_items`` on all threads."""
-    n_slabs = spec[spec.shape[0] - 1] if mode == REVERSE else spec[3] + 1
-    nb, blocks = _block_size(spec, thetas, X.shape[0], n_slabs)
-    Xt = _input_blocks(X, nb, blocks)
+    Xt = _input_blocks(spec, thetas, X, mode)
     chunks = min(n_items, MAX_CHUNKS)
     for chunk in prange(chunks):
         first = chunk * n_items // chunks
@@ -628,16 +633,14 @@ def sobolev_items(spec, thetas, X, T, which, partial, first, stop):
 
     partial (P, blocks), with blocks of ``_schedule(..., n_slabs=2)[0]`` points.
     """
-    nb, blocks = _block_size(spec, thetas, X.shape[0], TWO)
-    Xt, Tt, runs = _sobolev_blocks(X, T, which, nb, blocks)
+    Xt, Tt, runs = _sobolev_blocks(spec, thetas, X, T, which)
     _sobolev_range(spec, thetas, Xt, Tt, runs, partial, X.shape[0], first, stop)
 
 
 @kernel(parallel=True)
 def sobolev_items_parallel(spec, thetas, X, T, which, partial, n_items):
     """``sobolev_items`` for items ``0 .. n_items`` on all threads."""
-    nb, blocks = _block_size(spec, thetas, X.shape[0], TWO)
-    Xt, Tt, runs = _sobolev_blocks(X, T, which, nb, blocks)
+    Xt, Tt, runs = _sobolev_blocks(spec, thetas, X, T, which)
     chunks = min(n_items, MAX_CHUNKS)
     for chunk in prange(chunks):
         first = chunk * n_items // chunks
@@ -668,7 +671,7 @@ def population_jacobian(spec, thetas, X, A, J, mode, parallel):
     """
     n0 = spec[3]
     nL = spec[spec.shape[0] - 1]
-    n_slabs = nL if mode == REVERSE else n0 + 1
+    n_slabs = _n_slabs(spec, mode)
     _, n_items, _ = _schedule(n0, nL, thetas.shape[1], thetas.shape[0], X.shape[0], n_slabs)
     if parallel and n_items > 1:
         jacobian_items_parallel(spec, thetas, X, A, J, mode, n_items)
